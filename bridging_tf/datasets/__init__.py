@@ -1,0 +1,45 @@
+"""Datasets: one module per dataset, all returning a :class:`DataBundle`.
+
+Use :func:`load` with a registry name; each loader takes keyword options
+(``data_dir``, ``seed``, ...) and raises :class:`bridging_tf.errors.UserError`
+with a one-line message when the data is missing or malformed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Dict
+
+from bridging_tf.datasets.base import ArraySplit, DataBundle, Split, normalize_images
+from bridging_tf.errors import UserError
+
+# name -> "module:function"; modules are imported lazily so that a user of
+# Biased-MNIST never pays for (or needs the data of) the face/X-ray loaders.
+_REGISTRY: Dict[str, str] = {
+    "biased_mnist": "bridging_tf.datasets.biased_mnist:load_biased_mnist",
+}
+
+
+def register(name: str, target: str) -> None:
+    """Register ``name`` -> ``"module.path:function"`` (lazy import)."""
+    _REGISTRY[name] = target
+
+
+def available() -> list:
+    return sorted(_REGISTRY)
+
+
+def get_loader(name: str) -> Callable[..., DataBundle]:
+    if name not in _REGISTRY:
+        raise UserError(f"--dataset={name!r} is not known; choose one of {', '.join(available())}")
+    module, func = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def load(name: str, **options) -> DataBundle:
+    """Build the named dataset's :class:`DataBundle`."""
+    return get_loader(name)(**options)
+
+
+__all__ = ["ArraySplit", "DataBundle", "Split", "available", "get_loader", "load",
+           "normalize_images", "register"]

@@ -1,0 +1,69 @@
+"""Debiasing methods: Keras model wrappers with a ``train_step`` override.
+
+Every method wraps a backbone returning ``(logits, bottleneck)`` and is
+trained with plain ``model.fit``. :data:`METHODS` maps the CLI names to the
+classes; ``bridging_tf.methods.<name>`` holds each implementation.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict
+
+from bridging_tf.errors import UserError
+from bridging_tf.methods.base import DebiasModel, add_coupled_weight_decay, cross_entropy
+from bridging_tf.methods.end import EnDModel, EnDRegularizer, end_orthogonal, end_parallel
+from bridging_tf.methods.vanilla import VanillaModel
+
+# CLI name -> "module:Class" (imported lazily so one method's import cost is not everyone's).
+_REGISTRY: Dict[str, str] = {
+    "vanilla": "bridging_tf.methods.vanilla:VanillaModel",
+    "end": "bridging_tf.methods.end:EnDModel",
+}
+
+
+def register(name: str, target: str) -> None:
+    _REGISTRY[name] = target
+
+
+def available() -> list:
+    return sorted(_REGISTRY)
+
+
+def build_method(name: str, *, backbone, num_classes: int, num_private: int,
+                 biased_backbone=None, weight_decay: float = 0.0, hparams=None):
+    """Construct method ``name`` around ``backbone`` (and ``biased_backbone`` if it needs one).
+
+    ``hparams`` may hold every method's flags; only the keys in the method's
+    ``HPARAMS`` are passed on.
+    """
+    cls = get_method_class(name)
+    hparams = dict(hparams or {})
+    kwargs = {k: hparams[k] for k in cls.HPARAMS if k in hparams and hparams[k] is not None}
+    if cls.uses_private_label:
+        kwargs["num_private"] = num_private
+    if cls.needs_biased_backbone:
+        if biased_backbone is None:
+            raise UserError(f"--method={name} needs a biased backbone g for this dataset")
+        kwargs["biased_backbone"] = biased_backbone
+    return cls(backbone, weight_decay=weight_decay, **kwargs)
+
+
+def all_hparams() -> dict:
+    """Union of every registered method's ``HPARAMS`` (flag name -> (default, help))."""
+    out = {}
+    for name in available():
+        out.update(get_method_class(name).HPARAMS)
+    return out
+
+
+def get_method_class(name: str):
+    if name not in _REGISTRY:
+        raise UserError(f"--method={name!r} is not known; choose one of {', '.join(available())}")
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+__all__ = ["DebiasModel", "EnDModel", "EnDRegularizer", "VanillaModel", "add_coupled_weight_decay",
+           "all_hparams", "available", "build_method", "cross_entropy", "end_orthogonal", "end_parallel", "get_method_class",
+           "register"]

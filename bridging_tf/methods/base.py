@@ -1,0 +1,174 @@
+"""The wrapper every debiasing method is built on.
+
+A method is a ``keras.Model`` around a backbone that returns
+``(logits, bottleneck)``. It fills in one hook, :meth:`DebiasModel.compute_total_loss`,
+which returns the total loss and its named parts; ``train_step`` and
+``test_step`` mirror each other and feed the same trackers, so
+``model.fit(ds)`` just works and ``history`` has stable keys (``loss``,
+``ce_loss``, the method's own terms, ``accuracy``).
+
+Data is ``(image, {"label": y, "private": p})`` (see ``bridging_tf.datasets``).
+
+Weight decay is *coupled* L2 as in PyTorch's ``Adam(weight_decay=...)``:
+``wd * w`` is added to every trainable variable's gradient (BN and biases
+included) before the optimizer step, so any optimizer can be used.
+
+Example::
+
+    backbone = simple_convnet(kernel_size=7)
+    model = VanillaModel(backbone, weight_decay=1e-4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(bundle["train"].dataset(256, shuffle=True), epochs=2)
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def _labels(y, key: str, method: str):
+    if isinstance(y, dict):
+        if key not in y:
+            raise ValueError(f"{method}: the dataset's targets have no {key!r} entry "
+                             f"(got keys {sorted(y)}); yield (image, {{'label': ..., 'private': ...}})")
+        return y[key]
+    if key == "label":
+        return y
+    raise ValueError(f"{method} needs the private label: yield (image, {{'label': ..., 'private': ...}})")
+
+
+def cross_entropy(labels, logits):
+    """Mean sparse categorical cross-entropy on raw logits."""
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+
+
+def add_coupled_weight_decay(grads, variables, weight_decay: float):
+    """``g + wd * w`` for every (g, w): PyTorch's coupled L2 weight decay."""
+    if not weight_decay:
+        return list(grads)
+    return [None if g is None else g + ops.cast(weight_decay, g.dtype) * ops.cast(v, g.dtype)
+            for g, v in zip(grads, variables)]
+
+
+@keras.saving.register_keras_serializable(package="bridging_tf")
+class DebiasModel(keras.Model):
+    """Base wrapper: a backbone returning ``(logits, bottleneck)`` plus a loss.
+
+    Subclasses set ``method_name`` and ``loss_term_names`` and override
+    :meth:`compute_total_loss` (and :meth:`get_config` for new arguments).
+    The base class alone is plain cross-entropy training (Vanilla).
+    """
+
+    method_name = "vanilla"
+    #: names of the extra loss terms this method reports (history keys).
+    loss_term_names: Sequence[str] = ()
+    #: whether the private label is used during training.
+    uses_private_label = False
+    #: method hyper-parameters exposed as CLI flags: name -> (default, help).
+    #: ``build_method`` passes the resolved values as keyword arguments.
+    HPARAMS: dict = {}
+    #: whether the method needs a second, "biased" backbone g (RUBi, LearnedMixin, ReBias).
+    needs_biased_backbone = False
+
+    def __init__(self, backbone: keras.Model, weight_decay: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.weight_decay = float(weight_decay)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
+        self.term_trackers = {n: keras.metrics.Mean(name=n) for n in self.loss_term_names}
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    # ------------------------------------------------------------------ model
+    @property
+    def original_model(self) -> keras.Model:
+        """The wrapped backbone (``image -> (logits, bottleneck)``)."""
+        return self.backbone
+
+    def call(self, x, training=False):
+        logits, _ = self.backbone(x, training=training)
+        return logits
+
+    def embed(self, x, training=False):
+        """Bottleneck features for ``x`` (inference mode by default)."""
+        _, z = self.backbone(x, training=training)
+        return z
+
+    def encoder(self) -> keras.Model:
+        """A functional model ``image -> bottleneck`` sharing the backbone's weights."""
+        return keras.Model(self.backbone.inputs, self.backbone.outputs[1], name="encoder")
+
+    def build(self, input_shape=None):
+        # The backbone is already built (functional); nothing else to create.
+        self.built = True
+
+    # ------------------------------------------------------------------- loss
+    def compute_total_loss(self, x, y, logits, z, training: bool = False
+                           ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        """Return ``(total, {"ce_loss": ..., <term>: ...})``. Vanilla: CE only."""
+        ce = cross_entropy(_labels(y, "label", self.method_name), logits)
+        return ce, {"ce_loss": ce}
+
+    def trainable_for_step(self):
+        """Variables the main optimizer updates (all trainable ones by default)."""
+        return self.trainable_variables
+
+    # ------------------------------------------------------------ train/test
+    @staticmethod
+    def _unpack(data):
+        x, y = data[0], data[1]
+        return x, y
+
+    def train_step(self, data):
+        x, y = self._unpack(data)
+        variables = self.trainable_for_step()
+        with tf.GradientTape() as tape:
+            logits, z = self.backbone(x, training=True)
+            total, parts = self.compute_total_loss(x, y, logits, z, training=True)
+        grads = tape.gradient(total, variables)
+        grads = add_coupled_weight_decay(grads, variables, self.weight_decay)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        return self.update_trackers(y, logits, total, parts)
+
+    def test_step(self, data):
+        x, y = self._unpack(data)
+        logits, z = self.backbone(x, training=False)
+        total, parts = self.compute_total_loss(x, y, logits, z, training=False)
+        return self.update_trackers(y, logits, total, parts)
+
+    def update_trackers(self, y, logits, total, parts):
+        self.loss_tracker.update_state(total)
+        self.ce_tracker.update_state(parts["ce_loss"])
+        for name, tracker in self.term_trackers.items():
+            if name in parts:
+                tracker.update_state(parts[name])
+        self.accuracy_tracker.update_state(_labels(y, "label", self.method_name), logits)
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.ce_tracker, *self.term_trackers.values(),
+                self.accuracy_tracker]
+
+    # --------------------------------------------------------- serialization
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "weight_decay": self.weight_decay,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in [k for k in config if k.endswith("backbone")]:
+            if isinstance(config[key], dict):
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects)
+        return cls(**config)
