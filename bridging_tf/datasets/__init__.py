@@ -20,6 +20,22 @@ _REGISTRY: Dict[str, str] = {
 }
 
 
+# Optional ingestion step: name -> "module:function(data_dir, output_dir, **options) -> dict".
+# When a dataset has one (e.g. SIIM: DICOM -> TFRecord shards), the pipeline's
+# ingest component runs it once into an artifact directory and the loader is
+# then called with ``data_dir=<that directory>``.
+_PREPARE: Dict[str, str] = {}
+
+
+def get_preparer(name: str):
+    """The dataset's ingestion function, or ``None`` when it reads raw files directly."""
+    target = _PREPARE.get(name)
+    if target is None:
+        return None
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def register(name: str, target: str) -> None:
     """Register ``name`` -> ``"module.path:function"`` (lazy import)."""
     _REGISTRY[name] = target
@@ -41,5 +57,5 @@ def load(name: str, **options) -> DataBundle:
     return get_loader(name)(**options)
 
 
-__all__ = ["ArraySplit", "DataBundle", "Split", "available", "get_loader", "load",
+__all__ = ["ArraySplit", "DataBundle", "Split", "available", "get_loader", "get_preparer", "load",
            "normalize_images", "register"]

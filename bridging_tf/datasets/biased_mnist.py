@@ -28,6 +28,8 @@ Splits (a :class:`~bridging_tf.datasets.base.DataBundle`):
   colouring of the training digits, as the reference does (attack
   accuracies can then fall below chance); ``attack_val`` is always ``val``
   recoloured with another draw;
+- ``attack_train_sound`` / ``attack_train_paper``: both attacker sets, so
+  a run can report the two protocols side by side;
 - ``biased`` (``rho = 1``), ``rho0`` (``rho = 0``) and ``unbiased``
   (``rho = 0.1``) on the 10,000 test digits; ``unbiased`` is primary.
 """
@@ -140,7 +142,7 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
         raise UserError(f"--val_size={val_size} must be in [0, {len(x_tr)})")
 
     ss = np.random.SeedSequence(int(seed))
-    (r_split, r_train, r_val, r_att, r_attv, r_test, r_sub) = [
+    (r_split, r_train, r_val, _unused, r_attv, r_test, r_sub) = [
         np.random.default_rng(s) for s in ss.spawn(7)]
     perm = r_split.permutation(len(x_tr))
     val_idx = np.sort(perm[:val_size])
@@ -153,8 +155,15 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
         splits["val"] = _split("val", x_tr[val_idx], y_tr[val_idx], 0.1, r_val)
     att_idx = _subsample(len(x_pool), attack_size, r_sub)
     att_rho = 0.1 if attack_protocol == "sound" else 0.999
-    splits["attack_train"] = _split("attack_train", x_pool[att_idx], y_pool[att_idx], att_rho,
-                                    r_att)
+    # Both protocols are always built (so a run can report them side by side);
+    # ``attack_train`` is the one chosen by ``attack_protocol``.
+    r_att_sound, r_att_paper = [np.random.default_rng(s) for s in
+                                np.random.SeedSequence([int(seed), 1]).spawn(2)]
+    splits["attack_train_sound"] = _split("attack_train_sound", x_pool[att_idx],
+                                          y_pool[att_idx], 0.1, r_att_sound)
+    splits["attack_train_paper"] = _split("attack_train_paper", x_pool[att_idx],
+                                          y_pool[att_idx], 0.999, r_att_paper)
+    splits["attack_train"] = splits[f"attack_train_{attack_protocol}"]
     if val_size:
         splits["attack_val"] = _split("attack_val", x_tr[val_idx], y_tr[val_idx], 0.1, r_attv)
     test_idx = _subsample(len(x_te), test_size, r_sub)
@@ -163,7 +172,7 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
 
     metadata = {
         "rho": float(rho), "seed": int(seed), "attack_protocol": attack_protocol,
-        "attack_train_rho": att_rho, "val_rho": 0.1, "test_rhos": dict(TEST_RHOS),
+        "attack_train_rho": att_rho, "attack_protocols": list(ATTACK_PROTOCOLS), "val_rho": 0.1, "test_rhos": dict(TEST_RHOS),
         "train_digits": int(len(pool_idx)), "val_digits": int(val_size),
         "test_digits": int(len(test_idx)),
         "model_selection": "val split (training digits held out, rho=0.1); the reference "

@@ -113,6 +113,12 @@ class DebiasModel(keras.Model):
         ce = cross_entropy(_labels(y, "label", self.method_name), logits)
         return ce, {"ce_loss": ce}
 
+    def prepare(self, train_dataset, *, verbose: int = 1) -> None:
+        """Hook run once before ``fit`` (e.g. LearnedMixin pre-trains its g here).
+
+        The components call it; notebook users call it themselves. Default: nothing.
+        """
+
     def trainable_for_step(self):
         """Variables the main optimizer updates (all trainable ones by default)."""
         return self.trainable_variables
