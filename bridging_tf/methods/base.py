@@ -82,6 +82,9 @@ class DebiasModel(keras.Model):
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self.term_trackers = {n: keras.metrics.Mean(name=n) for n in self.loss_term_names}
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        # The functional backbone already owns all weights: the wrapper is built
+        # (so .keras loading also restores optimizer state for resuming).
+        self.built = True
 
     # ------------------------------------------------------------------ model
     @property
