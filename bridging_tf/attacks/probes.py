@@ -98,7 +98,7 @@ def train_linear_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, epochs
 
 
 def split_validation(y: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Stratified (train_idx, val_idx) with ``fraction`` of each class in val (≥1 if the class has ≥2)."""
+    """Stratified (train_idx, val_idx): ``fraction`` of each class in val (≥1 if it has ≥2)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
@@ -126,7 +126,7 @@ class MLPProbe:
         self.best_epoch = best_epoch
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        logits = self.model.predict(np.asarray(x, np.float32), batch_size=4096, verbose=0)
+        logits = batched_call(self.model, x, 4096)
         logits = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -172,12 +172,21 @@ def train_mlp_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *,
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience,
                                          restore_best_weights=True)
     hist = model.fit(train_ds, validation_data=val_ds if len(x_val) else None,
-                     epochs=max_epochs, callbacks=[stop],
+                     epochs=max_epochs, callbacks=[stop], shuffle=False,
                      verbose=2 if verbose else 0)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     losses = history.get(monitor, [])
     best = int(np.argmin(losses)) + 1 if losses else None
     return MLPProbe(model, history, best)
+
+
+def batched_call(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model(x, training=False)`` in chunks, eagerly (no per-shape retracing of ``predict``)."""
+    x = np.asarray(x, np.float32)
+    outs = [np.asarray(model(tf.constant(x[i:i + batch_size]), training=False))
+            for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0,) + tuple(model.output_shape[1:]),
+                                                      np.float32)
 
 
 def _progbar(epochs: int, verbose: int, name: str):

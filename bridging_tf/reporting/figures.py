@@ -1,0 +1,220 @@
+"""The paper's figures (headless matplotlib), each saved as PNG + the CSV behind it.
+
+- :func:`polar_private` — private accuracy per ρ per method (Fig. 4);
+- :func:`scatter_private_target` — private vs target accuracy, marker size by ρ (Fig. 5);
+- :func:`reconstruction_grid` — ground truth / decoded from each encoder (Fig. 6);
+- :func:`gaussian_plot` — Gaussians per private class on PC1 (Fig. 8);
+- :func:`biased_mnist_grid` — Biased-MNIST samples at each ρ (Fig. 3).
+
+Example::
+
+    polar_private(agg_rows, "report/fig4_polar_sound.png", protocol="sound")
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bridging_tf.reporting.tables import method_label  # noqa: E402
+
+SCATTER_SIZES = (1.0, 2.5, 5.0, 10.0)  # × 40, for ρ = 0.99 → 0.999 (BR print_table.py)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
+                        for v in r])
+    return path
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _series(agg: List[dict], key: str) -> Dict[str, List[Tuple[float, dict]]]:
+    """method -> [(rho, stat)] for Biased-MNIST-like rows with a value of ``key``."""
+    out: Dict[str, List[Tuple[float, dict]]] = {}
+    for a in agg:
+        if a.get("rho") is None or not a[key]["n"]:
+            continue
+        out.setdefault(a["method"], []).append((float(a["rho"]), a[key]))
+    for v in out.values():
+        v.sort(key=lambda t: t[0])
+    return out
+
+
+def polar_private(agg: List[dict], path, protocol: str = "sound") -> Optional[Path]:
+    """Fig. 4: one closed curve per method, one spoke per ρ, radius = private accuracy."""
+    key = f"private_{protocol}"
+    series = _series(agg, key)
+    if not series:
+        return None
+    path = Path(path)
+    rhos = sorted({r for s in series.values() for r, _ in s})
+    theta = np.linspace(0, 2 * np.pi, len(rhos), endpoint=False)
+    fig = plt.figure(figsize=(5.5, 5.5))
+    ax = fig.add_subplot(projection="polar")
+    rows = []
+    for method, pts in series.items():
+        by = {r: s for r, s in pts}
+        vals = [100 * by[r]["mean"] if r in by else np.nan for r in rhos]
+        t = np.r_[theta, theta[:1]]
+        ax.plot(t, np.r_[vals, vals[:1]], marker="o", label=method_label(method))
+        rows += [(method, r, by[r]["mean"], by[r]["ci"], by[r]["n"]) for r in rhos if r in by]
+    ax.set_xticks(theta)
+    ax.set_xticklabels([f"ρ={r:g}" for r in rhos])
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Private class accuracy (%), {protocol} protocol")
+    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.1), fontsize=8)
+    _write_csv(path.with_suffix(".csv"), ["method", "rho", "private_accuracy_mean",
+                                          "private_accuracy_ci", "n_seeds"], rows)
+    return _save(fig, path)
+
+
+def scatter_private_target(agg: List[dict], path, protocol: str = "sound") -> Optional[Path]:
+    """Fig. 5: x = private accuracy, y = target accuracy, marker size grows with ρ."""
+    key = f"private_{protocol}"
+    series = _series(agg, key)
+    if not series:
+        return None
+    path = Path(path)
+    rhos = sorted({r for s in series.values() for r, _ in s})
+    paper_rhos = (0.99, 0.995, 0.997, 0.999)
+    sizes = {}
+    for i, r in enumerate(rhos):  # the paper's size for its ρ values, else by rank
+        k = next((j for j, p in enumerate(paper_rhos) if abs(p - r) < 1e-9), None)
+        sizes[r] = 40 * SCATTER_SIZES[k if k is not None else min(i, len(SCATTER_SIZES) - 1)]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    rows = []
+    for i, (method, pts) in enumerate(series.items()):
+        tgt = {a["rho"]: a["target_accuracy"] for a in agg if a["method"] == method
+               and a.get("rho") is not None}
+        xs, ys, ss = [], [], []
+        for r, s in pts:
+            t = tgt.get(r)
+            if not t or not t["n"]:
+                continue
+            xs.append(100 * s["mean"])
+            ys.append(100 * t["mean"])
+            ss.append(sizes[r])
+            rows.append((method, r, s["mean"], s["ci"], t["mean"], t["ci"], sizes[r]))
+        ax.scatter(xs, ys, s=ss, alpha=0.7, color=f"C{i}", label=method_label(method))
+    ax.set_xlabel(f"Private class accuracy (%), {protocol} protocol")
+    ax.set_ylabel("Target accuracy (%), unbiased test")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_title("Larger markers = higher ρ (" + ", ".join(f"{r:g}" for r in rhos) + ")")
+    ax.legend(fontsize=8)
+    _write_csv(path.with_suffix(".csv"), ["method", "rho", "private_mean", "private_ci",
+                                          "target_mean", "target_ci", "marker_size"], rows)
+    return _save(fig, path)
+
+
+def reconstruction_grid(truth: np.ndarray, decoded: Mapping[str, np.ndarray], path,
+                        colour_pred: Optional[Mapping[str, np.ndarray]] = None,
+                        private: Optional[np.ndarray] = None) -> Path:
+    """Fig. 6: row 0 ground truth, then one row per encoder's decoder output (uint8 NHWC)."""
+    path = Path(path)
+    n = len(truth)
+    rows = [("ground truth", truth)] + [(f"decoded: {method_label(k)}", v)
+                                        for k, v in decoded.items()]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.25 * len(rows)), squeeze=False)
+    for i, (label, imgs) in enumerate(rows):
+        for j in range(n):
+            ax = axes[i][j]
+            img = imgs[j]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img,
+                      cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    _save(fig, path)
+    csv_rows = []
+    for j in range(n):
+        row = [j, None if private is None else int(private[j])]
+        for k in decoded:
+            cp = (colour_pred or {}).get(k)
+            row.append(None if cp is None or j >= len(cp) else int(cp[j]))
+        csv_rows.append(row)
+    _write_csv(path.with_suffix(".csv"), ["index", "true_private"] +
+               [f"colour_from_{k}" for k in decoded], csv_rows)
+    np.savez_compressed(path.with_suffix(".npz"), truth=truth,
+                        **{f"decoded_{k}": v for k, v in decoded.items()})
+    return path
+
+
+def gaussian_plot(views: Mapping[str, object], path, title: str = "") -> Path:
+    """Fig. 8: one panel per model; histogram of PC1 projections + fitted Gaussian per class."""
+    path = Path(path)
+    fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 3.6), squeeze=False)
+    rows = []
+    for ax, (label, view) in zip(axes[0], views.items()):
+        curves = view.curves()
+        bins = np.linspace(float(view.projections.min()), float(view.projections.max()), 31)
+        for i, c in enumerate(view.classes):
+            sel = view.projections[view.private == c["label"]]
+            if len(view.classes) <= 4:  # histograms of many classes are unreadable
+                ax.hist(sel, bins=bins, density=True, alpha=0.25, color=f"C{i}")
+            ax.plot(curves["x"], curves[f"pdf_{c['name']}"], color=f"C{i}",
+                    label=f"{c['name']}: N({c['mean']:.2f}, {c['std']:.2f})")
+            rows.append((label, c["name"], c["label"], c["mean"], c["std"], c["count"],
+                         view.overlap))
+        ax.set_title(f"{method_label(label)} — overlap (BC) {view.overlap:.2f}")
+        ax.set_xlabel("PC1 projection")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, y=1.04)
+    _write_csv(path.with_suffix(".csv"), ["model", "class", "label", "mean", "std", "count",
+                                          "overlap"], rows)
+    # Per-sample data behind the histograms.
+    samples = [(label, float(p), int(c)) for label, v in views.items()
+               for p, c in zip(v.projections, v.private)]
+    _write_csv(path.with_name(path.stem + "_projections.csv"), ["model", "projection", "private"],
+               samples)
+    return _save(fig, path)
+
+
+def biased_mnist_grid(digits: np.ndarray, labels: np.ndarray, rhos: Sequence[float], path,
+                      seed: int = 0, columns: int = 12) -> Path:
+    """Fig. 3: rows = ρ values, ``columns`` random Biased-MNIST samples coloured at that ρ."""
+    from bridging_tf.datasets.biased_mnist import COLOUR_NAMES, assign_colours, colourise
+
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(len(rhos), columns, figsize=(columns * 0.8, len(rhos) * 0.9),
+                             squeeze=False)
+    rows = []
+    for i, rho in enumerate(rhos):
+        bias = assign_colours(labels, float(rho), rng)
+        pick = rng.choice(len(labels), size=columns, replace=False)
+        imgs = colourise(digits[pick], bias[pick])
+        for j in range(columns):
+            ax = axes[i][j]
+            ax.imshow(imgs[j])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            rows.append((rho, j, int(labels[pick[j]]), int(bias[pick[j]]),
+                         COLOUR_NAMES[bias[pick[j]]], int(bias[pick[j]] == labels[pick[j]])))
+        axes[i][0].set_ylabel(f"ρ={rho:g}", rotation=0, ha="right", va="center", fontsize=8)
+        aligned = float(np.mean(bias == labels))
+        axes[i][-1].yaxis.set_label_position("right")
+        axes[i][-1].set_ylabel(f"{100 * aligned:.1f}% own colour", rotation=0, ha="left",
+                               va="center", fontsize=7)
+    _write_csv(path.with_suffix(".csv"), ["rho", "column", "digit", "colour", "colour_name",
+                                          "own_colour"], rows)
+    return _save(fig, path)

@@ -1,0 +1,245 @@
+"""``python -m pipelines.sweep``: run a grid of jobs (method × ρ × seed), then the report.
+
+Each cell runs :func:`pipelines.run.run_job` into
+``<output_dir>/<method>_rho<rho>_seed<seed>/`` (``<method>_seed<seed>`` for
+datasets without ρ). A cell whose ``results.json`` exists is skipped, so a
+killed sweep resumes where it stopped (and ``run_job`` itself resumes a
+half-finished cell). At the end it writes ``summary.csv`` / ``summary.json``
+(one row per cell + the mean ± 95 % CI over seeds) and the report under
+``<output_dir>/report/``. Any other ``--flag=value`` is passed to every job
+(``--data_dir``, ``--train_size``, ``--epochs``, ``--width``, ``--test_size``,
+``--attacks``, ``--alpha`` ...), parsed with the run's own flag types.
+
+Examples::
+
+    python -m pipelines.sweep --methods=vanilla,end --rhos=0.99,0.995,0.997,0.999 \\
+        --seeds=0,1,2 --output_dir=sweeps/mnist --data_dir=../shared/data/mnist
+    python -m pipelines.sweep --methods=vanilla,end --rhos=0.997 --seeds=0 \\
+        --output_dir=/tmp/tiny --train_size=300 --epochs=1 --width=0.125 --test_size=200
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from absl import flags
+
+from bridging_tf.errors import UserError
+
+FLAGS = flags.FlagValues()  # private: pipelines.run owns the global absl FLAGS
+flags.DEFINE_list("methods", ["vanilla", "end"], "Comma list of methods.", flag_values=FLAGS)
+flags.DEFINE_list("rhos", None, "Comma list of ρ (Biased-MNIST; default 0.99,0.995,0.997,0.999).",
+                  flag_values=FLAGS)
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Comma list of integer seeds.", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Sweep folder (one sub-folder per cell).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("dataset", "biased_mnist", "Dataset of every job.", flag_values=FLAGS)
+flags.DEFINE_bool("report", True, "Build the report at the end.", flag_values=FLAGS)
+
+DEFAULT_RHOS = (0.99, 0.995, 0.997, 0.999)
+SUMMARY_KEYS = ("cell", "method", "rho", "seed", "status", "wall_s", "target_accuracy",
+                "biased_accuracy", "private_accuracy", "private_accuracy_sound",
+                "private_accuracy_paper", "private_chance_uniform", "private_chance_majority",
+                "private_accuracy_mlp", "attack_protocol", "epochs", "train_size", "error")
+
+
+def cell_name(method: str, rho: Optional[float], seed: int) -> str:
+    """``end_rho0.997_seed0`` (``end_seed0`` without ρ)."""
+    return f"{method}_seed{seed}" if rho is None else f"{method}_rho{float(rho):g}_seed{seed}"
+
+
+def grid(methods: Sequence[str], rhos: Sequence[Optional[float]],
+         seeds: Sequence[int]) -> List[dict]:
+    """Cells in run order: seed-major, then ρ, then method (a full table per seed first)."""
+    return [{"method": m, "rho": r, "seed": s} for s in seeds for r in rhos for m in methods]
+
+
+def _summary_row(cell: str, params: dict, status: str, wall: float, res: Optional[dict],
+                 error: str = "") -> dict:
+    res = res or {}
+    by = res.get("private_accuracy_by_protocol") or {}
+    chance = res.get("private_chance")
+    chance = chance if isinstance(chance, dict) else {"uniform": chance}
+    row = {"cell": cell, "method": params["method"], "rho": params.get("rho"),
+           "seed": params["seed"], "status": status, "wall_s": round(wall, 2),
+           "target_accuracy": res.get("target_accuracy"),
+           "biased_accuracy": res.get("biased_accuracy"),
+           "private_accuracy": res.get("private_accuracy"),
+           "private_accuracy_sound": by.get("sound"), "private_accuracy_paper": by.get("paper"),
+           "private_chance_uniform": chance.get("uniform"),
+           "private_chance_majority": chance.get("majority"),
+           "private_accuracy_mlp": res.get("private_accuracy_mlp"),
+           "attack_protocol": res.get("attack_protocol"), "epochs": res.get("epochs"),
+           "train_size": res.get("train_size"), "error": error}
+    return row
+
+
+def run_sweep(output_dir, methods: Sequence[str], rhos: Sequence[Optional[float]],
+              seeds: Sequence[int], run_params: Optional[dict] = None,
+              run_job: Optional[Callable[[dict, Path], dict]] = None,
+              report: bool = True, data_dir=None) -> Dict[str, object]:
+    """Run every missing cell, write ``summary.csv`` / ``summary.json`` and the report.
+
+    ``run_job(params, output_dir) -> results`` defaults to :func:`pipelines.run.run_job`.
+    Returns ``{"rows": [...], "failed": n, "report": {...} | None}``.
+    """
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--output_dir={out}: cannot create it ({err.strerror or err})") from None
+    if run_job is None:
+        from pipelines.run import run_job
+    run_params = dict(run_params or {})
+    for reserved in ("method", "rho", "seed", "output_dir"):
+        if reserved in run_params:
+            raise UserError(f"--{reserved} is set by the sweep grid; use --{reserved}s "
+                            "(or --output_dir for the sweep folder)")
+    rows = []
+    cells = grid(methods, rhos, seeds)
+    for i, c in enumerate(cells, 1):
+        name = cell_name(c["method"], c["rho"], c["seed"])
+        cell_dir = out / name
+        params = {**run_params, "method": c["method"], "seed": int(c["seed"])}
+        if c["rho"] is not None:
+            params["rho"] = float(c["rho"])
+        done = cell_dir / "results.json"
+        if done.is_file():
+            print(f"[{i}/{len(cells)}] {name}: results.json exists, skipped")
+            rows.append(_summary_row(name, params, "skipped", 0.0, json.loads(done.read_text())))
+            continue
+        print(f"[{i}/{len(cells)}] {name}: running")
+        start = time.time()
+        try:
+            res = run_job(params, cell_dir)
+            rows.append(_summary_row(name, params, "done", time.time() - start, res))
+        except UserError:
+            raise  # the same flags would fail in every cell
+        except Exception as err:  # a bug in one cell: keep going, report it
+            traceback.print_exc()
+            rows.append(_summary_row(name, params, "failed", time.time() - start, None,
+                                     f"{type(err).__name__}: {err}"))
+        finally:
+            try:
+                import keras
+                keras.backend.clear_session()
+            except Exception:  # noqa: BLE001 - best effort between cells
+                pass
+    failed = sum(r["status"] == "failed" for r in rows)
+    summary = {"grid": {"methods": list(methods), "rhos": list(rhos), "seeds": list(seeds)},
+               "run_params": run_params, "cells": rows}
+    rep = None
+    finished = [r for r in rows if r["status"] != "failed"]
+    if finished:
+        from bridging_tf.reporting import aggregate, find_runs, run_row
+        wanted = {r["cell"] for r in finished}
+        runs = [r for r in find_runs(out) if r.path.parent == out and r.name in wanted]
+        summary["aggregate"] = aggregate([run_row(r) for r in runs])
+    _write_summary(out, summary, rows)
+    if report and finished:
+        from bridging_tf.reporting import build_report
+        rep = build_report(out, data_dir=data_dir or run_params.get("data_dir"))
+    return {"rows": rows, "failed": failed, "report": rep}
+
+
+def _write_summary(out: Path, summary: dict, rows: List[dict]) -> None:
+    from bridging_tf.reporting.tables import aggregate_json
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_KEYS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in SUMMARY_KEYS})
+    (out / ".summary.csv.tmp").write_text(buf.getvalue())
+    (out / ".summary.csv.tmp").replace(out / "summary.csv")
+    agg = summary.pop("aggregate", [])
+    doc = json.loads(json.dumps(summary, default=str))
+    doc["aggregate"] = json.loads(aggregate_json(agg))
+    (out / ".summary.json.tmp").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+    (out / ".summary.json.tmp").replace(out / "summary.json")
+
+
+def _parse_passthrough(args: Sequence[str]) -> dict:
+    """``--name=value`` -> {name: typed value}, typed by pipelines.run's flag definitions."""
+    from pipelines import run as run_mod
+
+    params = {}
+    for a in args:
+        if not a.startswith("--"):
+            raise UserError(f"unexpected argument {a!r}; flags look like --name=value")
+        name, eq, value = a[2:].partition("=")
+        if name.startswith("no") and not eq and name[2:] in run_mod.FLAGS:
+            name, value, eq = name[2:], "false", "="
+        if name not in run_mod.FLAGS:
+            raise UserError(f"--{name} is neither a sweep flag nor a pipelines.run flag")
+        flag = run_mod.FLAGS[name]
+        if not eq:
+            if flag.boolean:
+                value = "true"
+            else:
+                raise UserError(f"--{name} needs a value (--{name}=...)")
+        try:
+            params[name] = flag.parser.parse(value)
+        except (ValueError, flags.Error) as err:
+            raise UserError(f"--{name}={value}: {' '.join(str(err).split())}") from None
+    return params
+
+
+def main(argv=None) -> int:
+    """Parse flags, run the sweep; user errors -> one line on stderr, exit status 2."""
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+        print(__doc__)
+        for n in ("methods", "rhos", "seeds", "output_dir", "dataset", "report"):
+            print(f"  --{n}: {FLAGS[n].help}")
+        return 0
+    try:
+        rest = FLAGS(argv, known_only=True)
+        if not FLAGS.output_dir:
+            raise UserError("--output_dir=DIR is required (the sweep folder)")
+        run_params = _parse_passthrough(rest[1:])
+        try:
+            seeds = [int(s) for s in FLAGS.seeds]
+        except ValueError:
+            raise UserError(f"--seeds={','.join(FLAGS.seeds)}: seeds must be integers") from None
+        if FLAGS.rhos:
+            try:
+                rhos = [float(r) for r in FLAGS.rhos]
+            except ValueError:
+                raise UserError(f"--rhos={','.join(FLAGS.rhos)}: not numbers") from None
+            bad = [r for r in rhos if not 0.0 <= r <= 1.0]
+            if bad:
+                raise UserError(f"--rhos: {bad[0]} is outside [0, 1]")
+        else:
+            rhos = list(DEFAULT_RHOS) if FLAGS.dataset == "biased_mnist" else [None]
+        if not FLAGS.methods or not seeds:
+            raise UserError("--methods and --seeds must not be empty")
+        run_params["dataset"] = FLAGS.dataset
+        result = run_sweep(FLAGS.output_dir, FLAGS.methods, rhos, seeds, run_params,
+                           report=FLAGS.report)
+    except flags.Error as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(FLAGS.output_dir)
+    print(f"\nSummary: {out / 'summary.csv'}, {out / 'summary.json'}")
+    if result["report"]:
+        print(f"Report: {result['report']['out_dir']}/tables.md")
+    if result["failed"]:
+        print(f"{result['failed']} cell(s) failed; rerun the same command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
