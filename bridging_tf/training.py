@@ -198,7 +198,8 @@ class BestCheckpoint(_PersistentCallback):
             self.save_state()
 
     def on_train_end(self, logs=None):
-        if self.restore and self.state["best_epoch"] is not None and os.path.exists(self.weights_path):
+        if (self.restore and self.state["best_epoch"] is not None
+                and os.path.exists(self.weights_path)):
             self.model.load_weights(self.weights_path)
 
 
@@ -295,14 +296,16 @@ def epoch_datasets(split, batch_size: int, *, seed: int, first_epoch: int, epoch
 
 
 def backup_epoch(backup_dir) -> int:
-    """The epoch ``keras.callbacks.BackupAndRestore`` in ``backup_dir`` would resume at (0 if none)."""
-    meta = Path(backup_dir) / "training_metadata.json"
-    if not meta.exists():
-        return 0
-    try:
-        return int(json.loads(meta.read_text()).get("epoch", 0))
-    except (ValueError, OSError):
-        return 0
+    """The epoch ``BackupAndRestore`` in ``backup_dir`` would resume at (0 if none)."""
+    # A kill while the backup was being written leaves the previous one (``.bkp``),
+    # which BackupAndRestore then falls back to; follow it the same way.
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        meta = Path(backup_dir) / name
+        try:
+            return int(json.loads(meta.read_text()).get("epoch", 0))
+        except (ValueError, OSError, AttributeError):
+            continue
+    return 0
 
 
 __all__ = ["BestCheckpoint", "HistoryLog", "NaNGuard", "OPTIMIZERS", "PlateauStop", "SCHEDULES",

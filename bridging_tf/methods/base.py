@@ -42,15 +42,21 @@ def _labels(y, key: str, method: str):
 
 
 def cross_entropy(labels, logits):
-    """Mean sparse categorical cross-entropy on raw logits."""
+    """Mean sparse categorical cross-entropy on raw logits (computed in float32)."""
+    logits = ops.cast(logits, "float32")
     return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
 
-def add_coupled_weight_decay(grads, variables, weight_decay: float):
-    """``g + wd * w`` for every (g, w): PyTorch's coupled L2 weight decay."""
+def add_coupled_weight_decay(grads, variables, weight_decay: float, scale=1.0):
+    """``g + scale * wd * w`` for every (g, w): PyTorch's coupled L2 weight decay.
+
+    ``scale`` is the factor the loss was multiplied by before differentiating
+    (``1/replicas`` under tf.distribute, times the loss scale in mixed_float16).
+    """
     if not weight_decay:
         return list(grads)
-    return [None if g is None else g + ops.cast(weight_decay, g.dtype) * ops.cast(v, g.dtype)
+    return [None if g is None else
+            g + ops.cast(scale, g.dtype) * ops.cast(weight_decay, g.dtype) * ops.cast(v, g.dtype)
             for g, v in zip(grads, variables)]
 
 
@@ -138,8 +144,14 @@ class DebiasModel(keras.Model):
         with tf.GradientTape() as tape:
             logits, z = self.backbone(x, training=True)
             total, parts = self.compute_total_loss(x, y, logits, z, training=True)
-        grads = tape.gradient(total, variables)
-        grads = add_coupled_weight_decay(grads, variables, self.weight_decay)
+            # Under tf.distribute the optimizer sums replica gradients, so each
+            # replica's loss is divided by the replica count; mixed_float16 adds
+            # the optimizer's loss scale. The decay term gets the same factor.
+            factor = self.optimizer.scale_loss(
+                tf.constant(1.0 / tf.distribute.get_strategy().num_replicas_in_sync))
+            scaled = total * ops.cast(factor, total.dtype)
+        grads = tape.gradient(scaled, variables)
+        grads = add_coupled_weight_decay(grads, variables, self.weight_decay, scale=factor)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None])
         return self.update_trackers(y, logits, total, parts)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from bridging_tf.distribute import gather_global
 from bridging_tf.methods.base import DebiasModel, _labels, cross_entropy
 
 PAIR_MODES = ("all", "reference")
@@ -140,7 +141,9 @@ class EnDModel(DebiasModel):
         labels = _labels(y, "label", self.method_name)
         private = _labels(y, "private", self.method_name)
         ce = cross_entropy(labels, logits)
-        penalty, r_orth, r_par = self.regularizer(z, labels, private)
+        # Under tf.distribute the Gram terms use the global batch (all-gather).
+        z_all, labels_all, private_all = gather_global(z, labels, private)
+        penalty, r_orth, r_par = self.regularizer(z_all, labels_all, private_all)
         return ce + penalty, {"ce_loss": ce, "end_orth": r_orth, "end_par": r_par}
 
     def get_config(self):

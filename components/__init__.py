@@ -1,0 +1,11 @@
+"""Pipeline steps with the TFX-style contract (no TFX).
+
+Each module ``components/<step>.py`` has
+``run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], **params) -> dict``:
+artifact directories in, artifact directories out, scalar parameters, a small
+metrics dict back. See :mod:`components.base` for ``artifact.json``, atomic
+writes and skipping. The steps: ``ingest`` -> ``train`` -> ``export`` /
+``extract_bottleneck`` -> ``attack`` -> ``report``.
+"""
+
+STEPS = ("ingest", "train", "export", "extract_bottleneck", "attack", "report")

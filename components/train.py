@@ -1,0 +1,200 @@
+"""``train``: data artifact -> model artifact (``model.keras``, ``history.json``, TensorBoard logs).
+
+Builds the bundle (``bridging_tf.datasets.load``), the backbone
+(``bridging_tf.models.build_backbone``; default per dataset in
+:data:`DEFAULT_BACKBONES`), the method (``bridging_tf.methods.build_method``),
+calls ``model.prepare(train_ds)`` and ``fit``s with:
+
+- ``BackupAndRestore`` in ``<model>.work/backup`` every epoch, and a data
+  stream that restarts at the resumed epoch with that epoch's own shuffle
+  seed, so a run killed mid-training and rerun finishes with the same weights
+  as an uninterrupted one;
+- best-on-``val`` checkpoint choice (``val_accuracy``), restored at the end;
+- ``PlateauStop`` when ``lr_schedule="plateau"``; TensorBoard; a NaN guard.
+
+Example::
+
+    train.run({"data": Path("runs/x/data")}, {"model": Path("runs/x/model")},
+              method="end", epochs=1, width=0.25, hparams={"alpha": 1.0, "beta": 1.0})
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Mapping, Optional
+
+from bridging_tf.errors import UserError
+from components.base import ArtifactWriter, load_bundle, write_json
+
+DEFAULT_BACKBONES = {"biased_mnist": "simple_conv", "celeba": "resnet18", "imdb": "resnet18",
+                     "utkface": "resnet18", "siim": "densenet121"}
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/inf; the message says where and what to change."""
+
+
+def default_backbone(dataset: str) -> str:
+    return DEFAULT_BACKBONES.get(dataset, "simple_conv")
+
+
+def build_model(bundle, *, method: str, backbone: Optional[str], width: float,
+                weight_decay: float, hparams: dict, seed: int):
+    """The method wrapper for ``bundle`` (seeded: same seed -> same initial weights)."""
+    import keras
+
+    from bridging_tf import methods, models
+
+    keras.utils.set_random_seed(int(seed))
+    cls = methods.get_method_class(method)
+    name = backbone or default_backbone(bundle.name)
+    kw = dict(num_classes=bundle.num_classes, variant="end" if method == "end" else "vanilla",
+              width=width, input_shape=tuple(bundle.image_shape))
+    net = models.build_backbone(name, **kw)
+    biased = None
+    if cls.needs_biased_backbone:
+        build_biased = getattr(models, "build_biased_backbone", None)
+        if build_biased is None:
+            raise UserError(f"--method={method} needs bridging_tf.models.build_biased_backbone, "
+                            "which this installation does not have yet")
+        biased = build_biased(name, **{**kw, "variant": "vanilla"})
+    return methods.build_method(method, backbone=net, num_classes=bundle.num_classes,
+                                num_private=bundle.num_private, biased_backbone=biased,
+                                weight_decay=weight_decay, hparams=hparams)
+
+
+def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *, method: str,
+        backbone: Optional[str] = None, width: float = 1.0, epochs: int = 80,
+        batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-4,
+        optimizer: str = "adam", lr_schedule: str = "step", lr_step_epochs: int = 20,
+        lr_gamma: float = 0.1, plateau_patience: int = 5, min_lr: float = 1e-3,
+        monitor: str = "val_accuracy", seed: int = 0, hparams: Optional[dict] = None,
+        strategy: str = "default", mixed_precision: str = "auto", jit_compile="auto",
+        verbose: int = 1) -> dict:
+    hparams = dict(hparams or {})
+    params = dict(method=method, backbone=backbone, width=width, epochs=epochs,
+                  batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                  lr_schedule=lr_schedule, lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma,
+                  plateau_patience=plateau_patience, min_lr=min_lr, monitor=monitor, seed=seed,
+                  hparams=hparams, strategy=strategy, mixed_precision=mixed_precision,
+                  jit_compile=jit_compile)
+    with ArtifactWriter("train", "Model", outputs["model"], params=params, inputs=inputs,
+                        seed=seed) as art:
+        if art.skipped:
+            return art.metrics
+        art.metrics, art.extra = _train(inputs, art, params, verbose)
+    return art.metrics
+
+
+def _train(inputs, art, p, verbose):
+    import keras
+
+    from bridging_tf import distribute, training
+
+    bundle = load_bundle(inputs["data"])
+    train_split = bundle["train"]
+    strategy = distribute.get_strategy(p["strategy"])
+    policy = distribute.resolve_mixed_precision(p["mixed_precision"])
+    jit = distribute.resolve_jit(p["jit_compile"])
+    old_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        replicas = int(strategy.num_replicas_in_sync)
+        # Keras under MirroredStrategy fails on uneven per-replica shards: with several
+        # replicas every batch is full (the last partial batch of each epoch is dropped).
+        drop = replicas > 1
+        if drop and p["batch_size"] % replicas:
+            raise UserError(f"--batch_size={p['batch_size']} must be a multiple of the "
+                            f"{replicas} replicas of --strategy={p['strategy']}")
+        steps = training.steps_per_epoch(train_split.size, p["batch_size"], drop_remainder=drop)
+        with strategy.scope():
+            model = build_model(bundle, method=p["method"], backbone=p["backbone"],
+                                width=p["width"], weight_decay=p["weight_decay"],
+                                hparams=p["hparams"], seed=p["seed"])
+            opt = training.make_optimizer(p["optimizer"], p["lr"], schedule=p["lr_schedule"],
+                                          steps_per_epoch=steps, step_epochs=p["lr_step_epochs"],
+                                          gamma=p["lr_gamma"])
+            model.compile(optimizer=opt, jit_compile=jit)
+        model.prepare(train_split.dataset(p["batch_size"], shuffle=True, seed=p["seed"]),
+                      verbose=verbose)
+
+        work = art.work_dir
+        backup_dir = work / "backup"
+        first_epoch = min(training.backup_epoch(backup_dir), p["epochs"])
+        if first_epoch:
+            print(f"[train] resuming from the checkpoint after epoch {first_epoch} in {backup_dir}")
+        train_ds = training.epoch_datasets(train_split, p["batch_size"], seed=p["seed"],
+                                           first_epoch=first_epoch, epochs=p["epochs"],
+                                           drop_remainder=drop)
+        val_ds = (bundle["val"].dataset(p["batch_size"], drop_remainder=drop)
+                  if "val" in bundle.splits else None)
+        history = training.HistoryLog(work / "history_state.json")
+        best = training.BestCheckpoint(work / "best.weights.h5", monitor=p["monitor"])
+        guard = training.NaNGuard()
+        callbacks = [guard, history, best]
+        plateau = None
+        if p["lr_schedule"] == "plateau":
+            plateau = training.PlateauStop("val_loss" if val_ds is not None else "loss",
+                                           patience=p["plateau_patience"], min_lr=p["min_lr"],
+                                           state_path=work / "plateau_state.json")
+            callbacks.append(plateau)
+        callbacks += [keras.callbacks.TensorBoard(str(work / "logs"), write_graph=False,
+                                                  profile_batch=0),
+                      keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False,
+                                                       double_checkpoint=True)]
+        model.fit(train_ds, validation_data=val_ds, epochs=p["epochs"], steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=verbose)
+        if guard.message:
+            raise TrainingDiverged(guard.message)
+
+        model.save(art.path / "model.keras")
+        hist = history.as_dict()
+        write_json(art.path / "history.json", hist)
+        if (work / "logs").exists():
+            shutil.copytree(work / "logs", art.path / "logs")
+        info = {"dataset": bundle.name, "method": p["method"],
+                "backbone": p["backbone"] or default_backbone(bundle.name),
+                "num_classes": bundle.num_classes, "num_private": bundle.num_private,
+                "image_shape": list(bundle.image_shape), "mean": list(bundle.mean),
+                "std": list(bundle.std), "train_examples": int(train_split.size),
+                "val_examples": int(bundle["val"].size) if "val" in bundle.splits else 0,
+                "dataset_metadata": bundle.metadata,
+                "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
+                "monitor": p["monitor"],
+                "epochs_run": len(hist.get("loss", [])), "mixed_precision": policy,
+                "jit_compile": bool(jit), "strategy": p["strategy"],
+                "replicas": int(strategy.num_replicas_in_sync),
+                "stopped_early": bool(plateau is not None and plateau.stopped_epoch is not None)}
+        write_json(art.path / "train_info.json", info)
+        metrics = {"epochs_run": info["epochs_run"],
+                   "best_epoch": -1 if info["best_epoch"] is None else info["best_epoch"]}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if hist.get(key):
+                metrics[f"final_{key}"] = hist[key][-1]
+        if best.best is not None:
+            metrics[f"best_{p['monitor']}"] = best.best
+        return metrics, {"train_info": info}
+    finally:
+        keras.mixed_precision.set_global_policy(old_policy)
+
+
+def load_model(model_artifact):
+    """Reload the trained method wrapper from a model artifact."""
+    import keras
+
+    import bridging_tf.methods  # noqa: F401  (registers the classes)
+    import bridging_tf.training  # noqa: F401  (registers StepDecay for the saved optimizer)
+    from bridging_tf.methods import get_method_class
+
+    info = train_info(model_artifact)
+    get_method_class(info["method"])  # import the module that registers the class
+    return keras.saving.load_model(Path(model_artifact) / "model.keras")
+
+
+def train_info(model_artifact) -> dict:
+    import json
+    path = Path(model_artifact) / "train_info.json"
+    if not path.exists():
+        raise UserError(f"{path} is missing; the model artifact is incomplete")
+    return json.loads(path.read_text())

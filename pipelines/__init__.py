@@ -1,0 +1,1 @@
+"""Pipelines: the CLI (``python -m pipelines.run``), the pipeline definition, the KFP adapter."""

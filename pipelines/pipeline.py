@@ -1,0 +1,137 @@
+"""The pipeline definition: which component runs on which artifacts, with which parameters.
+
+``build(params, output_dir)`` turns resolved flags into an ordered list of
+:class:`Step` (ingest -> train -> export -> extract_bottleneck -> attack ->
+report), each a component module with its input/output artifact paths under
+``output_dir``. :func:`run_local` runs them in-process, in order; a step
+whose output artifact already has the same fingerprint is skipped, so a
+killed run resumes where it stopped. The KFP adapter
+(:mod:`pipelines.kfp_pipeline`) wires the same components into KFP v2.
+
+Example::
+
+    steps = build(resolve_params({"method": "end", "epochs": 1}), "runs/demo")
+    metrics = run_local(steps)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Dict, List
+
+DATASET_OPTIONS = ("data_dir", "seed", "rho", "train_size", "val_size", "test_size",
+                   "attack_size", "attack_protocol", "target", "private", "split", "image_size")
+TRAIN_PARAMS = ("method", "backbone", "width", "epochs", "batch_size", "lr", "weight_decay",
+                "optimizer", "lr_schedule", "plateau_patience", "min_lr", "seed", "strategy",
+                "mixed_precision", "jit_compile")
+
+# Flag name -> default: the generic defaults a dataset preset may replace.
+BASE_DEFAULTS = {
+    "method": "end", "dataset": "biased_mnist", "rho": 0.997, "data_dir": None,
+    "output_dir": None, "epochs": 80, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-4,
+    "optimizer": "adam", "lr_schedule": "step", "plateau_patience": 5, "min_lr": 1e-3,
+    "seed": 0, "train_size": None, "val_size": None, "test_size": None, "attack_size": None,
+    "width": 1.0, "backbone": None, "attack_protocol": "sound", "attacks": "linear",
+    "target": None, "private": None, "split": None, "image_size": None,
+    "strategy": "default", "mixed_precision": "auto", "jit_compile": "auto",
+    "runner": "local", "compile": None, "model_name": None, "verbose": 1,
+    "deterministic": False,
+}
+
+
+@dataclasses.dataclass
+class Step:
+    """One component invocation: ``component.run(inputs, outputs, **params)``."""
+
+    name: str
+    component: str
+    inputs: Dict[str, Path]
+    outputs: Dict[str, Path]
+    params: dict
+
+    def run(self) -> dict:
+        module = importlib.import_module(f"components.{self.component}")
+        return module.run(self.inputs, self.outputs, **self.params)
+
+
+def hparams_of(params: dict) -> dict:
+    """The chosen method's hyper-parameters: the flag value, else the method's default."""
+    from bridging_tf.methods import get_method_class
+    cls = get_method_class(params["method"])
+    return {k: (params[k] if params.get(k) is not None else default)
+            for k, (default, _help) in cls.HPARAMS.items()}
+
+
+def attack_list(params: dict) -> List[str]:
+    value = params.get("attacks") or "linear"
+    if isinstance(value, str):
+        value = [a.strip() for a in value.split(",") if a.strip()]
+    return list(value)
+
+
+def dataset_options(params: dict) -> dict:
+    opts = {k: params[k] for k in DATASET_OPTIONS if params.get(k) is not None}
+    if opts.get("data_dir"):
+        opts["data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
+    return opts
+
+
+def run_info(params: dict) -> dict:
+    return {"method": params["method"], "dataset": params["dataset"], "rho": params.get("rho"),
+            "seed": params["seed"], "epochs": params["epochs"],
+            "attack_protocol": params["attack_protocol"], "attacks": attack_list(params),
+            "width": params["width"], "batch_size": params["batch_size"], "lr": params["lr"],
+            "optimizer": params["optimizer"], "hparams": hparams_of(params)}
+
+
+def build(params: dict, output_dir) -> List[Step]:
+    """Steps of one job; artifacts data, model, serving, embeddings, attack, report."""
+    out = Path(output_dir)
+    a = {name: out / name for name in ("data", "model", "serving", "embeddings", "attack",
+                                       "report")}
+    train_params = {k: params[k] for k in TRAIN_PARAMS if k in params}
+    train_params["hparams"] = hparams_of(params)
+    train_params["verbose"] = params.get("verbose", 1)
+    attacks = attack_list(params)
+    attack_inputs = {"embeddings": a["embeddings"]}
+    if "decoder" in attacks:
+        attack_inputs["data"] = a["data"]
+    return [
+        Step("ingest", "ingest", {}, {"data": a["data"]},
+             {"dataset": params["dataset"], "options": dataset_options(params)}),
+        Step("train", "train", {"data": a["data"]}, {"model": a["model"]}, train_params),
+        Step("export", "export", {"model": a["model"]}, {"serving": a["serving"]},
+             {"model_name": params.get("model_name")}),
+        Step("extract_bottleneck", "extract_bottleneck", {"model": a["model"], "data": a["data"]},
+             {"embeddings": a["embeddings"]}, {}),
+        Step("attack", "attack", attack_inputs, {"attack": a["attack"]},
+             {"attacks": attacks, "protocol": params["attack_protocol"], "seed": params["seed"],
+              "verbose": params.get("verbose", 1)}),
+        Step("report", "report", {"model": a["model"], "embeddings": a["embeddings"],
+                                  "attack": a["attack"]}, {"report": a["report"]},
+             {"run_info": run_info(params)}),
+    ]
+
+
+def run_local(steps: List[Step]) -> Dict[str, dict]:
+    """Run ``steps`` in-process, in order; returns ``{step: metrics}``."""
+    metrics = {}
+    for step in steps:
+        print(f"== {step.name} ==", flush=True)
+        metrics[step.name] = step.run()
+    return metrics
+
+
+def run_step(step: str, params_json: str, inputs: dict, outputs: dict) -> str:
+    """Run step ``step`` of the job ``params_json`` on given artifact paths (the KFP entry).
+
+    Returns the step's metrics as JSON. Imports no KFP, so it runs inside the KFP executor.
+    """
+    import json
+    params = json.loads(params_json)
+    spec = {s.name: s for s in build(params, "/unused")}[step]
+    spec.inputs = {k: Path(v) for k, v in inputs.items()}
+    spec.outputs = {k: Path(v) for k, v in outputs.items()}
+    return json.dumps(spec.run())
