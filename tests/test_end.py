@@ -20,7 +20,8 @@ def cos(i, j):
 
 
 def test_orthogonal_by_hand():
-    # same-bias pairs (i > j): bias 0 -> samples {0, 2, 4}: (2,0), (4,0), (4,2); bias 1 -> {1, 3}: (3,1)
+    # same-bias pairs (i > j): bias 0 -> samples {0, 2, 4}: (2,0), (4,0), (4,2);
+    # bias 1 -> {1, 3}: (3,1)
     s0 = cos(2, 0) + cos(4, 0) + cos(4, 2)
     s1 = cos(3, 1)
     expected = (abs(s0) + abs(s1)) / 4
@@ -37,7 +38,8 @@ def test_orthogonal_abs_is_per_class_sum_not_per_pair():
 
 
 def test_parallel_all_pairs_by_hand():
-    pairs = [(i, j) for i, j in itertools.combinations(range(5), 2) if Y[i] == Y[j] and B[i] != B[j]]
+    pairs = [(i, j) for i, j in itertools.combinations(range(5), 2)
+             if Y[i] == Y[j] and B[i] != B[j]]
     # target 0: {0(b0), 1(b1), 4(b0)} -> (0,1), (1,4); target 1: {2(b0), 3(b1)} -> (2,3)
     assert sorted(pairs) == [(0, 1), (1, 4), (2, 3)]
     expected = 1 - np.mean([(1 + cos(i, j)) / 2 for i, j in pairs])
@@ -45,7 +47,8 @@ def test_parallel_all_pairs_by_hand():
 
 
 def test_parallel_reference_half_pairs():
-    # reference keeps i > j with b_i < b_j only: (4,1) qualifies (b4=0 < b1=1); (1,0) and (3,2) do not
+    # reference keeps i > j with b_i < b_j only: (4,1) qualifies (b4=0 < b1=1);
+    # (1,0) and (3,2) do not
     expected = 1 - (1 + cos(4, 1)) / 2
     assert float(end_parallel(Z, Y, B, "reference")) == pytest.approx(expected, abs=1e-6)
 
@@ -58,7 +61,8 @@ def test_no_pairs_gives_zero():
 
 def test_parallel_is_zero_when_aligned():
     z = np.tile(np.array([[0.6, 0.8]], "float32"), (4, 1))
-    assert float(end_parallel(z, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]))) == pytest.approx(0)
+    r_par = end_parallel(z, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]))
+    assert float(r_par) == pytest.approx(0)
 
 
 def _tiny_data(n=64, seed=0):

@@ -17,6 +17,10 @@ from bridging_tf.errors import UserError
 # Biased-MNIST never pays for (or needs the data of) the face/X-ray loaders.
 _REGISTRY: Dict[str, str] = {
     "biased_mnist": "bridging_tf.datasets.biased_mnist:load_biased_mnist",
+    "celeba": "bridging_tf.datasets.celeba:load_celeba",
+    "imdb": "bridging_tf.datasets.imdb:load_imdb",
+    "utkface": "bridging_tf.datasets.utkface:load_utkface",
+    "siim": "bridging_tf.datasets.siim:load_siim",
 }
 
 
@@ -24,7 +28,9 @@ _REGISTRY: Dict[str, str] = {
 # When a dataset has one (e.g. SIIM: DICOM -> TFRecord shards), the pipeline's
 # ingest component runs it once into an artifact directory and the loader is
 # then called with ``data_dir=<that directory>``.
-_PREPARE: Dict[str, str] = {}
+_PREPARE: Dict[str, str] = {
+    "siim": "bridging_tf.datasets.siim:prepare_siim",
+}
 
 
 def get_preparer(name: str):

@@ -95,9 +95,13 @@ def colourise(digits: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
     Any non-zero pixel becomes pure white (binarised); zeros take the colour.
     """
-    fg = (digits != 0)[..., None]
-    bg = COLOUR_MAP[np.asarray(bias)][:, None, None, :]
-    return np.where(fg, np.uint8(255), bg).astype(np.uint8)
+    digits = np.asarray(digits)
+    # Fill with the background colour, then paint the digit white in place: no
+    # broadcast temporaries and no extra astype copy (same bytes as np.where).
+    out = np.empty(digits.shape + (3,), np.uint8)
+    out[...] = COLOUR_MAP[np.asarray(bias)][:, None, None, :]
+    np.copyto(out, np.uint8(255), where=(digits != 0)[..., None])
+    return out
 
 
 def _split(name, digits, labels, rho, rng):
@@ -172,7 +176,8 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
 
     metadata = {
         "rho": float(rho), "seed": int(seed), "attack_protocol": attack_protocol,
-        "attack_train_rho": att_rho, "attack_protocols": list(ATTACK_PROTOCOLS), "val_rho": 0.1, "test_rhos": dict(TEST_RHOS),
+        "attack_train_rho": att_rho, "attack_protocols": list(ATTACK_PROTOCOLS),
+        "val_rho": 0.1, "test_rhos": dict(TEST_RHOS),
         "train_digits": int(len(pool_idx)), "val_digits": int(val_size),
         "test_digits": int(len(test_idx)),
         "model_selection": "val split (training digits held out, rho=0.1); the reference "

@@ -12,13 +12,22 @@ from typing import Dict
 
 from bridging_tf.errors import UserError
 from bridging_tf.methods.base import DebiasModel, add_coupled_weight_decay, cross_entropy
+from bridging_tf.methods.biased import BiasedBranchModel, BiasedModel
 from bridging_tf.methods.end import EnDModel, EnDRegularizer, end_orthogonal, end_parallel
+from bridging_tf.methods.hsic import RbfHSIC, hsic_unbiased
+from bridging_tf.methods.learned_mixin import LearnedMixinModel
+from bridging_tf.methods.rebias import ReBiasModel
+from bridging_tf.methods.rubi import RUBiModel
 from bridging_tf.methods.vanilla import VanillaModel
 
 # CLI name -> "module:Class" (imported lazily so one method's import cost is not everyone's).
 _REGISTRY: Dict[str, str] = {
     "vanilla": "bridging_tf.methods.vanilla:VanillaModel",
     "end": "bridging_tf.methods.end:EnDModel",
+    "biased": "bridging_tf.methods.biased:BiasedModel",
+    "rubi": "bridging_tf.methods.rubi:RUBiModel",
+    "learned_mixin": "bridging_tf.methods.learned_mixin:LearnedMixinModel",
+    "rebias": "bridging_tf.methods.rebias:ReBiasModel",
 }
 
 
@@ -64,6 +73,9 @@ def get_method_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["DebiasModel", "EnDModel", "EnDRegularizer", "VanillaModel", "add_coupled_weight_decay",
-           "all_hparams", "available", "build_method", "cross_entropy", "end_orthogonal", "end_parallel", "get_method_class",
+__all__ = ["BiasedBranchModel", "BiasedModel", "LearnedMixinModel", "RUBiModel", "RbfHSIC",
+           "ReBiasModel", "hsic_unbiased",
+           "DebiasModel", "EnDModel", "EnDRegularizer", "VanillaModel", "add_coupled_weight_decay",
+           "all_hparams", "available", "build_method", "cross_entropy", "end_orthogonal",
+           "end_parallel", "get_method_class",
            "register"]

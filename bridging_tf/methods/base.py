@@ -34,11 +34,13 @@ def _labels(y, key: str, method: str):
     if isinstance(y, dict):
         if key not in y:
             raise ValueError(f"{method}: the dataset's targets have no {key!r} entry "
-                             f"(got keys {sorted(y)}); yield (image, {{'label': ..., 'private': ...}})")
+                             f"(got keys {sorted(y)}); "
+                             "yield (image, {'label': ..., 'private': ...})")
         return y[key]
     if key == "label":
         return y
-    raise ValueError(f"{method} needs the private label: yield (image, {{'label': ..., 'private': ...}})")
+    raise ValueError(f"{method} needs the private label: "
+                     "yield (image, {'label': ..., 'private': ...})")
 
 
 def cross_entropy(labels, logits):

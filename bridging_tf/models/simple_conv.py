@@ -21,8 +21,13 @@ from __future__ import annotations
 
 import keras
 
-from bridging_tf.models.layers import (L2Normalize, torch_batchnorm, torch_conv_kernel_init,
-                                       torch_dense, torch_uniform_init)
+from bridging_tf.models.layers import (
+    L2Normalize,
+    torch_batchnorm,
+    torch_conv_kernel_init,
+    torch_dense,
+    torch_uniform_init,
+)
 
 BASE_WIDTHS = (16, 32, 64, 128)
 VARIANTS = ("vanilla", "end")

@@ -1,0 +1,69 @@
+"""``python -m components.ingest_siim``: SIIM competition folder -> de-identified TFRecord shards.
+
+A standalone command for :func:`bridging_tf.datasets.siim.prepare_siim` (the
+pipeline's ``ingest`` component calls the same function through
+``bridging_tf.datasets.get_preparer("siim")``). Prints the manifest counts;
+a user error is one line on stderr and exit status 2.
+
+Example::
+
+    python -m components.ingest_siim --data_dir=/data/siim --output_dir=/data/siim_448 \\
+        --image_size=448 --workers=8 --salt="$SECRET"
+    python -m pipelines.run --dataset=siim --data_dir=/data/siim ...   # or let the pipeline ingest
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags
+
+from bridging_tf.errors import UserError
+
+# A private flag registry: importing this module beside pipelines.run defines nothing global.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("data_dir", None, "Competition folder (CSVs + train/).", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Where the shards and manifest.json go.", flag_values=FLAGS)
+flags.DEFINE_integer("image_size", 448, "Output side in pixels (0 keeps the size).",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("bit_depth", 8, "PNG bit depth: 8 or 16.", flag_values=FLAGS)
+flags.DEFINE_bool("voi", True, "Apply the VOI LUT / window before min-max.", flag_values=FLAGS)
+flags.DEFINE_integer("workers", 0, "Worker processes (0 = CPU count, at most 8).",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Patient split seed.", flag_values=FLAGS)
+flags.DEFINE_string("salt", None, "Study-hash key (default $BRIDGING_TF_SIIM_SALT, else random "
+                    "and not stored).", flag_values=FLAGS)
+flags.DEFINE_integer("examples_per_shard", 256, "Records per TFRecord shard.", flag_values=FLAGS)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__)
+        print(FLAGS.get_help())
+        return 0
+    try:
+        FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    try:
+        if not FLAGS.data_dir or not FLAGS.output_dir:
+            raise UserError("--data_dir and --output_dir are required")
+        from bridging_tf.datasets.siim import prepare_siim
+        manifest = prepare_siim(FLAGS.data_dir, FLAGS.output_dir, image_size=FLAGS.image_size,
+                                bit_depth=FLAGS.bit_depth, voi=FLAGS.voi,
+                                workers=FLAGS.workers or None, seed=FLAGS.seed, salt=FLAGS.salt,
+                                examples_per_shard=FLAGS.examples_per_shard)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"counts": manifest["counts"],
+                      "unsupported_transfer_syntaxes": manifest["unsupported_transfer_syntaxes"],
+                      "images_per_s": manifest["images_per_s"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
