@@ -224,9 +224,16 @@ class PlateauStop(_PersistentCallback):
     def initial_state(self):
         return {"best": None, "wait": 0, "lr": None}
 
+    def _other_optimizers(self):
+        """Second-player optimizers (RUBi/ReBias g) that follow the same plateau schedule."""
+        g_opt = getattr(self.model, "g_optimizer", None)
+        return [g_opt] if g_opt is not None and g_opt is not self.model.optimizer else []
+
     def restored(self, state):
         if state.get("lr") is not None:
             self.model.optimizer.learning_rate = state["lr"]
+            for other in self._other_optimizers():
+                other.learning_rate = state["lr"]
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -243,6 +250,9 @@ class PlateauStop(_PersistentCallback):
             if self.state["wait"] >= self.patience:
                 lr = float(keras.ops.convert_to_numpy(opt.learning_rate)) * self.factor
                 opt.learning_rate = lr
+                for other in self._other_optimizers():
+                    other.learning_rate = (
+                        float(keras.ops.convert_to_numpy(other.learning_rate)) * self.factor)
                 self.state["wait"] = 0
                 print(f"\nPlateauStop: {self.monitor} did not improve for {self.patience} "
                       f"epochs; learning rate -> {lr:.3g}")

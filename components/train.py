@@ -40,7 +40,8 @@ def default_backbone(dataset: str) -> str:
 
 
 def build_model(bundle, *, method: str, backbone: Optional[str], width: float,
-                weight_decay: float, hparams: dict, seed: int):
+                weight_decay: float, hparams: dict, seed: int, weights: Optional[str] = None,
+                backbone_variant: str = "auto"):
     """The method wrapper for ``bundle`` (seeded: same seed -> same initial weights)."""
     import keras
 
@@ -49,9 +50,21 @@ def build_model(bundle, *, method: str, backbone: Optional[str], width: float,
     keras.utils.set_random_seed(int(seed))
     cls = methods.get_method_class(method)
     name = backbone or default_backbone(bundle.name)
-    kw = dict(num_classes=bundle.num_classes, variant="end" if method == "end" else "vanilla",
+    if backbone_variant not in ("auto", "vanilla", "end"):
+        raise UserError(f"--backbone_variant={backbone_variant!r}: choose auto, vanilla or end")
+    if backbone_variant == "auto":
+        backbone_variant = "end" if method == "end" else "vanilla"
+    kw = dict(num_classes=bundle.num_classes, variant=backbone_variant,
               width=width, input_shape=tuple(bundle.image_shape))
-    net = models.build_backbone(name, **kw)
+    if weights:
+        import inspect
+
+        from bridging_tf.models import get_backbone_builder
+        if "weights" not in inspect.signature(get_backbone_builder(name)).parameters:
+            raise UserError(f"--weights: backbone {name!r} does not load pretrained weights")
+        net = models.build_backbone(name, **kw, weights=str(Path(weights).expanduser()))
+    else:
+        net = models.build_backbone(name, **kw)
     biased = None
     if cls.needs_biased_backbone:
         build_biased = getattr(models, "build_biased_backbone", None)
@@ -71,6 +84,7 @@ def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *, method: str,
         lr_gamma: float = 0.1, plateau_patience: int = 5, min_lr: float = 1e-3,
         monitor: str = "val_accuracy", seed: int = 0, hparams: Optional[dict] = None,
         strategy: str = "default", mixed_precision: str = "auto", jit_compile="auto",
+        weights: Optional[str] = None, backbone_variant: str = "auto",
         verbose: int = 1) -> dict:
     hparams = dict(hparams or {})
     params = dict(method=method, backbone=backbone, width=width, epochs=epochs,
@@ -78,7 +92,8 @@ def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *, method: str,
                   lr_schedule=lr_schedule, lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma,
                   plateau_patience=plateau_patience, min_lr=min_lr, monitor=monitor, seed=seed,
                   hparams=hparams, strategy=strategy, mixed_precision=mixed_precision,
-                  jit_compile=jit_compile)
+                  jit_compile=jit_compile, weights=weights,
+                  backbone_variant=backbone_variant)
     with ArtifactWriter("train", "Model", outputs["model"], params=params, inputs=inputs,
                         seed=seed) as art:
         if art.skipped:
@@ -111,12 +126,14 @@ def _train(inputs, art, p, verbose):
         with strategy.scope():
             model = build_model(bundle, method=p["method"], backbone=p["backbone"],
                                 width=p["width"], weight_decay=p["weight_decay"],
-                                hparams=p["hparams"], seed=p["seed"])
+                                hparams=p["hparams"], seed=p["seed"], weights=p.get("weights"),
+                                backbone_variant=p.get("backbone_variant", "auto"))
             opt = training.make_optimizer(p["optimizer"], p["lr"], schedule=p["lr_schedule"],
                                           steps_per_epoch=steps, step_epochs=p["lr_step_epochs"],
                                           gamma=p["lr_gamma"])
             model.compile(optimizer=opt, jit_compile=jit)
-        model.prepare(train_split.dataset(p["batch_size"], shuffle=True, seed=p["seed"]),
+        model.prepare(train_split.dataset(p["batch_size"], shuffle=True, seed=p["seed"],
+                                          augment=True),
                       verbose=verbose)
 
         work = art.work_dir
@@ -126,7 +143,7 @@ def _train(inputs, art, p, verbose):
             print(f"[train] resuming from the checkpoint after epoch {first_epoch} in {backup_dir}")
         train_ds = training.epoch_datasets(train_split, p["batch_size"], seed=p["seed"],
                                            first_epoch=first_epoch, epochs=p["epochs"],
-                                           drop_remainder=drop)
+                                           drop_remainder=drop, augment=True)
         val_ds = (bundle["val"].dataset(p["batch_size"], drop_remainder=drop)
                   if "val" in bundle.splits else None)
         history = training.HistoryLog(work / "history_state.json")

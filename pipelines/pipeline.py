@@ -25,7 +25,7 @@ DATASET_OPTIONS = ("data_dir", "seed", "rho", "train_size", "val_size", "test_si
                    "attack_size", "attack_protocol", "target", "private", "split", "image_size")
 TRAIN_PARAMS = ("method", "backbone", "width", "epochs", "batch_size", "lr", "weight_decay",
                 "optimizer", "lr_schedule", "plateau_patience", "min_lr", "seed", "strategy",
-                "mixed_precision", "jit_compile")
+                "mixed_precision", "jit_compile", "weights", "backbone_variant")
 
 # Flag name -> default: the generic defaults a dataset preset may replace.
 BASE_DEFAULTS = {
@@ -33,7 +33,8 @@ BASE_DEFAULTS = {
     "output_dir": None, "epochs": 80, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-4,
     "optimizer": "adam", "lr_schedule": "step", "plateau_patience": 5, "min_lr": 1e-3,
     "seed": 0, "train_size": None, "val_size": None, "test_size": None, "attack_size": None,
-    "width": 1.0, "backbone": None, "attack_protocol": "sound", "attacks": "linear",
+    "width": 1.0, "backbone": None, "weights": None, "backbone_variant": "auto",
+    "attack_protocol": "sound", "attacks": "linear",
     "target": None, "private": None, "split": None, "image_size": None,
     "strategy": "default", "mixed_precision": "auto", "jit_compile": "auto",
     "runner": "local", "compile": None, "model_name": None, "verbose": 1,

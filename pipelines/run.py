@@ -48,6 +48,7 @@ CHOICES = {
     "runner": ("local", "kfp", "kfp-local"),
     "optimizer": ("adam", "sgd"),
     "lr_schedule": ("step", "plateau", "constant"),
+    "backbone_variant": ("auto", "vanilla", "end"),
     "mixed_precision": ("auto", "off", "mixed_float16", "mixed_bfloat16"),
     "jit_compile": ("auto", "true", "false"),
 }
@@ -72,6 +73,10 @@ _HELP = {
     "attack_size": "Attacker training examples.",
     "width": "Backbone channel multiplier (1.0 = the paper).",
     "backbone": "Backbone override (default per dataset).",
+    "backbone_variant": "auto (EnD's tanh + L2-normalised bottleneck for --method=end, plain "
+                        "otherwise) | vanilla | end. The paper's face Vanilla models use 'end'.",
+    "weights": "Pretrained backbone weights file (ResNet-18: .weights.h5 or a torchvision "
+               "state_dict .npz; DenseNet-121: a keras weights file). Default: from scratch.",
     "attack_protocol": "sound (independent rho=0.1 attacker set) | paper (fresh rho=0.999 set).",
     "attacks": "Comma list of attacks: linear[,mlp,decoder].",
     "target": "Target attribute (face datasets).", "private": "Private attribute (face datasets).",

@@ -52,3 +52,13 @@ def test_gaussian_view_csv_and_curves(tmp_path):
     curves = view.curves(50)
     assert set(curves) == {"x", "pdf_0", "pdf_1", "pdf_2"} and len(curves["x"]) == 50
     assert view.overlap_matrix.shape == (3, 3)
+
+
+def test_constant_embeddings_survive_a_save_load_round_trip():
+    import math
+
+    from bridging_tf.attacks.gaussian import GaussianView
+    view = gaussian_pc_view(np.ones((10, 4)), np.array([0, 1] * 5))
+    info = {**view.to_dict(), "explained_variance_ratio": None}  # NaN is saved as JSON null
+    again = GaussianView.from_saved(info, view.arrays())
+    assert math.isnan(again.explained_variance_ratio)

@@ -197,3 +197,24 @@ def test_ingest_runs_the_dataset_preparer_once_and_points_the_loader_at_it(tmp_p
     assert (out / "data" / "shard-0.tfrecord").exists()
     ingest.run({}, {"data": out}, dataset="biased_mnist", options={"data_dir": "/raw", "seed": 0})
     assert len(calls) == 1  # same fingerprint: skipped
+
+
+def test_plateau_also_lowers_the_second_players_optimizer():
+    import keras
+
+    from bridging_tf.methods import build_method
+    from bridging_tf.models import build_backbone, build_biased_backbone
+    from bridging_tf.training import PlateauStop
+    f = build_backbone("simple_conv", width=0.125)
+    g = build_biased_backbone("simple_conv", width=0.125)
+    model = build_method("rebias", backbone=f, biased_backbone=g, num_classes=10,
+                         num_private=10)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    assert model.g_optimizer is not model.optimizer
+    cb = PlateauStop(monitor="val_loss", factor=0.1, patience=1, min_lr=1e-6)
+    cb.set_model(model)
+    cb.on_train_begin()
+    for epoch, loss in enumerate([1.0, 1.1]):
+        cb.on_epoch_end(epoch, {"val_loss": loss})
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    assert float(model.g_optimizer.learning_rate) == pytest.approx(0.001)

@@ -113,7 +113,10 @@ class GaussianView:
     def from_saved(cls, info: dict, arrays: Dict[str, np.ndarray]) -> "GaussianView":
         return cls(projections=arrays["projections"], private=arrays["private"],
                    classes=list(info["classes"]), overlap_matrix=arrays["overlap_matrix"],
-                   explained_variance_ratio=float(info["explained_variance_ratio"]),
+                   # NaN is saved as null in JSON (all-identical embeddings: no variance)
+                   explained_variance_ratio=float("nan")
+                   if info.get("explained_variance_ratio") is None
+                   else float(info["explained_variance_ratio"]),
                    component=arrays["component"], mean=arrays["mean"])
 
 

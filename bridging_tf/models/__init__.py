@@ -29,12 +29,17 @@ def available() -> list:
     return sorted(_REGISTRY)
 
 
-def build_backbone(name: str, **kwargs):
-    """Build backbone ``name`` (``simple_conv``, ...) with its keyword options."""
+def get_backbone_builder(name: str):
+    """The function that builds backbone ``name``."""
     if name not in _REGISTRY:
         raise UserError(f"backbone {name!r} is not known; choose one of {', '.join(available())}")
     module, func = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), func)(**kwargs)
+    return getattr(importlib.import_module(module), func)
+
+
+def build_backbone(name: str, **kwargs):
+    """Build backbone ``name`` (``simple_conv``, ...) with its keyword options."""
+    return get_backbone_builder(name)(**kwargs)
 
 
 # f's backbone name -> its biased network g (ReBias, RUBi, LearnedMixin, --method=biased).

@@ -15,6 +15,9 @@ Example::
 
 DEFAULTS = {
     "backbone": "resnet18",
+    # The paper's face Vanilla models share EnD's architecture (tanh last block,
+    # L2-normalised bottleneck): Vanilla is EnD with alpha = beta = 0 (METHODS.md §7.3).
+    "backbone_variant": "end",
     "split": "EB1",
     "target": "age",
     "image_size": 224,
