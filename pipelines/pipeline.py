@@ -80,7 +80,13 @@ def dataset_options(params: dict) -> dict:
 
 
 def run_info(params: dict) -> dict:
-    return {"method": params["method"], "dataset": params["dataset"], "rho": params.get("rho"),
+    mnist = params["dataset"] == "biased_mnist"
+    return {"method": params["method"], "dataset": params["dataset"],
+            # rho is a Biased-MNIST option; the other data sets are told apart by target / split
+            "rho": params.get("rho") if mnist else None,
+            "target": None if mnist else params.get("target"),
+            "private": None if mnist else params.get("private"),
+            "split": None if mnist else params.get("split"),
             "seed": params["seed"], "epochs": params["epochs"],
             "attack_protocol": params["attack_protocol"], "attacks": attack_list(params),
             "width": params["width"], "batch_size": params["batch_size"], "lr": params["lr"],

@@ -131,3 +131,30 @@ def test_find_runs_errors_are_user_errors(tmp_path):
         find_runs(tmp_path / "missing")
     with pytest.raises(UserError, match="no results.json"):
         find_runs(tmp_path)
+
+
+def test_eb_split_grid_writes_png_and_csv(tmp_path):
+    from bridging_tf.reporting.figures import eb_split_grid
+    rng = np.random.default_rng(0)
+    grid = {"EB1": (rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), np.array([0, 1, 11, 5]),
+                    np.array([1, 1, 0, 0])),
+            "EB2": (rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8), np.array([0, 2, 9]),
+                    np.array([0, 0, 1]))}
+    png = eb_split_grid(grid, tmp_path / "fig7.png", class_names=[str(i) for i in range(12)],
+                        private_names=("male", "female"))
+    assert png.is_file() and png.stat().st_size > 1000
+    lines = (tmp_path / "fig7.csv").read_text().splitlines()
+    assert lines[0] == "split,column,label,label_name,private,private_name"
+    assert len(lines) == 1 + 4 + 3
+    assert "EB2,2,9,9,1,female" in lines
+
+
+def test_face_runs_are_grouped_by_split_and_target_not_rho():
+    from bridging_tf.reporting.tables import setting_of
+    from pipelines.pipeline import BASE_DEFAULTS, run_info
+    params = {**BASE_DEFAULTS, "dataset": "utkface", "method": "end", "split": "EB1",
+              "target": "age"}
+    info = run_info(params)
+    assert info["rho"] is None and info["split"] == "EB1"
+    assert setting_of(info) == "EB1 / age"
+    assert run_info({**BASE_DEFAULTS})["rho"] == 0.997

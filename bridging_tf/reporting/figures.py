@@ -218,3 +218,39 @@ def biased_mnist_grid(digits: np.ndarray, labels: np.ndarray, rhos: Sequence[flo
     _write_csv(path.with_suffix(".csv"), ["rho", "column", "digit", "colour", "colour_name",
                                           "own_colour"], rows)
     return _save(fig, path)
+
+
+def eb_split_grid(splits: Mapping[str, Tuple[np.ndarray, np.ndarray, np.ndarray]], path,
+                  class_names: Optional[Sequence[str]] = None,
+                  private_names: Optional[Sequence[str]] = None, title: str = "") -> Path:
+    """Fig. 7: one row of sample faces per training split (EB1, EB2), captioned ``label / private``.
+
+    ``splits`` maps a row name to ``(uint8 images [N, H, W, C], labels [N], private [N])``;
+    the CSV beside the PNG lists every shown sample's row, column, label and private label.
+    """
+    path = Path(path)
+    columns = max(len(v[0]) for v in splits.values())
+    fig, axes = plt.subplots(len(splits), columns, figsize=(columns * 1.0, len(splits) * 1.25),
+                             squeeze=False)
+    rows = []
+    for i, (name, (images, labels, private)) in enumerate(splits.items()):
+        for j in range(columns):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(images):
+                ax.axis("off")
+                continue
+            img = images[j]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img,
+                      cmap="gray" if img.shape[-1] == 1 else None)
+            lab = class_names[labels[j]] if class_names else str(int(labels[j]))
+            prv = private_names[private[j]] if private_names else str(int(private[j]))
+            ax.set_title(f"{lab}\n{prv}", fontsize=6)
+            rows.append((name, j, int(labels[j]), lab, int(private[j]), prv))
+        axes[i][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _write_csv(path.with_suffix(".csv"), ["split", "column", "label", "label_name", "private",
+                                          "private_name"], rows)
+    return _save(fig, path)

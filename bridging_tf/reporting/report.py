@@ -110,6 +110,44 @@ def _mnist_grid(runs: List[Run], out: Path, data_dir, notes: List[str]) -> List[
                                       out / "fig3_biased_mnist_samples.png")]
 
 
+def _sample_batch(split, n: int, seed: int):
+    """``n`` shuffled uint8 images with their labels from ``split``."""
+    x, y = next(iter(split.dataset(n, shuffle=True, seed=seed, normalize=False)))
+    return x.numpy(), y["label"].numpy(), y["private"].numpy()
+
+
+def _eb_grids(runs: List[Run], out: Path, notes: List[str], columns: int = 10) -> List[Path]:
+    """Fig. 7: EB1 and EB2 training samples for each IMDB / UTKFace data folder among the runs."""
+    from bridging_tf.datasets import load
+    from bridging_tf.errors import UserError
+
+    files, seen = [], set()
+    for r in runs:
+        dataset = r.results.get("dataset")
+        meta_path = r.path / "run_metadata.json"
+        if dataset not in ("imdb", "utkface") or not meta_path.is_file():
+            continue
+        flags = json.loads(meta_path.read_text()).get("flags") or {}
+        key = (dataset, flags.get("data_dir"), flags.get("target"))
+        if key in seen:
+            continue
+        seen.add(key)
+        opts = {k: flags[k] for k in ("data_dir", "target", "seed") if flags.get(k) is not None}
+        try:
+            bundle = load(dataset, split="EB1", image_size=64, **opts)
+        except UserError as err:
+            notes.append(f"Fig. 7 EB split grid for {dataset} skipped: {err}")
+            continue
+        seed = int(flags.get("seed") or 0)
+        grid = {"EB1": _sample_batch(bundle["train"], columns, seed),
+                "EB2": _sample_batch(bundle["other_eb"], columns, seed)}
+        files.append(figures.eb_split_grid(
+            grid, out / f"fig7_eb_splits_{_slug(dataset)}.png", class_names=bundle.class_names,
+            private_names=bundle.private_names,
+            title=f"{dataset}: EB1 (women 0-29, men 40+) vs EB2 (men 0-29, women 40+)"))
+    return files
+
+
 def build_report(runs_dir, out_dir=None, data_dir=None) -> Dict[str, object]:
     """Read every run under ``runs_dir``; write tables and figures to ``out_dir``.
 
@@ -141,6 +179,7 @@ def build_report(runs_dir, out_dir=None, data_dir=None) -> Dict[str, object]:
     files += _recon_figures(runs, out, notes)
     files += _gaussian_figures(runs, out)
     files += _mnist_grid(runs, out, data_dir, notes)
+    files += _eb_grids(runs, out, notes)
 
     md = ["# Report", "", f"{len(runs)} run(s) under `{runs_dir}`.", "",
           tables.markdown_tables(agg), "## Attack summaries (one seed per line)", ""]
