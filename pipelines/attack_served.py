@@ -23,6 +23,7 @@ from pathlib import Path
 
 from absl import flags
 
+from pipelines._cli import parse_flags
 from pipelines._quiet import import_tensorflow_quietly
 
 # TF's C++ start-up lines stay off stderr: user errors are one line there.
@@ -84,14 +85,9 @@ def served_attack(client, bundle, *, attacks=("linear",), protocol="sound", seed
 
 def main(argv=None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    try:
-        rest = FV(argv)
-    except flags.Error as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected argument(s) {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
+    status = parse_flags(FV, argv)
+    if status is not None:
+        return status
     try:
         from bridging_tf import datasets
         from bridging_tf.serving import make_client

@@ -20,6 +20,7 @@ import sys
 from absl import flags
 
 from bridging_tf.errors import UserError
+from pipelines._cli import parse_flags
 
 # A private flag set: other pipeline modules (pipelines.run) own the global FLAGS.
 FLAGS = flags.FlagValues()
@@ -38,15 +39,9 @@ def main(argv=None) -> int:
         print(__doc__)
         print("\n".join(f"  --{n}: {FLAGS[n].help}" for n in ("runs", "output_dir", "data_dir")))
         return 0
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected argument(s) {' '.join(rest[1:])}; flags look like --name=value",
-              file=sys.stderr)
-        return 2
+    status = parse_flags(FLAGS, argv)
+    if status is not None:
+        return status
     if not FLAGS.runs:
         print("error: --runs=DIR is required (a folder of run folders with results.json)",
               file=sys.stderr)

@@ -32,6 +32,7 @@ from typing import Optional
 
 from absl import flags
 
+from pipelines._cli import parse_flags
 from pipelines._quiet import import_tensorflow_quietly
 
 # TF's C++ start-up lines stay off stderr: user errors are one line there.
@@ -280,15 +281,9 @@ def main(argv=None) -> int:
         print(__doc__)
         print(FLAGS.module_help(sys.modules[__name__]))
         return 0
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected argument(s) {' '.join(rest[1:])}; flags look like --name=value",
-              file=sys.stderr)
-        return 2
+    status = parse_flags(FLAGS, argv)
+    if status is not None:
+        return status
     try:
         results = run_job(_explicit_from_flags())
     except UserError as err:

@@ -135,12 +135,6 @@ class ReBiasModel(BiasedBranchModel):
         parts = {"ce_loss": ce, "hsic_f": hsic_f, "hsic_g": hsic_g, "g_ce": g_ce}
         return self.update_trackers(y, logits, total, parts)
 
-    def test_step(self, data):
-        x, y = self._unpack(data)
-        logits, z = self.backbone(x, training=False)
-        total, parts = self.compute_total_loss(x, y, logits, z, training=False)
-        return self.update_trackers(y, logits, total, parts)
-
     def get_config(self):
         return {**super().get_config(), "rebias_lambda_f": self.rebias_lambda_f,
                 "rebias_lambda_g": self.rebias_lambda_g, "rebias_sigma": self.hsic.sigma,

@@ -122,12 +122,6 @@ class RUBiModel(BiasedBranchModel):
         self.apply_player_step(self.optimizer, f_tape, f_scaled, f_vars, f_factor)
         return self.update_trackers(y, logits, total, parts)
 
-    def test_step(self, data):
-        x, y = self._unpack(data)
-        logits, z = self.backbone(x, training=False)
-        total, parts = self.compute_total_loss(x, y, logits, z, training=False)
-        return self.update_trackers(y, logits, total, parts)
-
     def get_config(self):
         return {**super().get_config(), "rubi_weight": self.rubi_weight,
                 "reference_untrained_head": self.reference_untrained_head}
