@@ -209,6 +209,20 @@ def subsample(n: int, size: Optional[int], rng: np.random.Generator, flag: str) 
     return np.sort(rng.choice(n, size=int(size), replace=False))
 
 
+def check_eb_options(data_dir, image_size, split, target, private, test_fraction):
+    """Validate the options shared by the EB1/EB2 loaders (IMDB, UTKFace).
+
+    Returns ``(data_dir, image_size, split, target)``; bad values are one-line errors.
+    """
+    data_dir = require_dir(data_dir)
+    size = check_image_size(image_size)
+    split = check_eb_split(split or "EB1")
+    target = face_task(target, private)
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise UserError(f"test_fraction={test_fraction} must be in (0, 1)")
+    return data_dir, size, split, target
+
+
 def check_image_size(image_size) -> int:
     s = DEFAULT_IMAGE_SIZE if image_size in (None, 0) else int(image_size)
     if s < 8:

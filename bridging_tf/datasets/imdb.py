@@ -39,7 +39,7 @@ import numpy as np
 
 from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle
-from bridging_tf.errors import DataError, UserError
+from bridging_tf.errors import DataError
 
 CSV_NAMES = ("EB1.csv", "EB2.csv", "test.csv")
 MAT_FIELDS = ("dob", "photo_taken", "full_path", "gender", "face_location", "face_score",
@@ -313,12 +313,8 @@ def load_imdb(data_dir=None, split: str = "EB1", target: Optional[str] = "age",
       verify_images: open each file once to skip incomplete JPEGs (counted).
       cache: see :class:`~bridging_tf.datasets.faces.FileSplit`.
     """
-    data_dir = faces.require_dir(data_dir)
-    size = faces.check_image_size(image_size)
-    split = faces.check_eb_split(split or "EB1")
-    target = faces.face_task(target, private)
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise UserError(f"test_fraction={test_fraction} must be in (0, 1)")
+    data_dir, size, split, target = faces.check_eb_options(data_dir, image_size, split, target,
+                                                          private, test_fraction)
     layout, root, mat = _find_layout(data_dir)
     common = dict(split=split, target=target, image_size=size, seed=seed,
                   train_size=train_size, test_size=test_size, attack_size=attack_size,

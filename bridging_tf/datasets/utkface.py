@@ -35,7 +35,7 @@ import numpy as np
 
 from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle
-from bridging_tf.errors import DataError, UserError
+from bridging_tf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,8 @@ def load_utkface(data_dir=None, split: str = "EB1", target: Optional[str] = "age
       verify_images: open each file once to skip incomplete JPEGs (counted).
       cache: see :class:`~bridging_tf.datasets.faces.FileSplit`.
     """
-    data_dir = faces.require_dir(data_dir)
-    size = faces.check_image_size(image_size)
-    split = faces.check_eb_split(split or "EB1")
-    target = faces.face_task(target, private)
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise UserError(f"test_fraction={test_fraction} must be in (0, 1)")
+    data_dir, size, split, target = faces.check_eb_options(data_dir, image_size, split, target,
+                                                          private, test_fraction)
     folder = image_folder(data_dir)
     paths, age, gender, _race, malformed = index_folder(folder)
     if len(paths) == 0:

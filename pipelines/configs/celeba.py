@@ -15,20 +15,12 @@ Example::
         --alpha=6 --beta=1 --data_dir=/data/celeba
 """
 
+from pipelines.configs._faces import FACE_RECIPE
+
 DEFAULTS = {
-    "backbone": "resnet18",
-    # The paper's face Vanilla models share EnD's architecture (tanh last block,
-    # L2-normalised bottleneck): Vanilla is EnD with alpha = beta = 0 (METHODS.md §7.3).
-    "backbone_variant": "end",
+    **FACE_RECIPE,
     "target": "Blond_Hair",
     "private": "Male",
-    "image_size": 224,
-    "optimizer": "adam",
-    "lr": 1e-4,
-    "weight_decay": 1e-4,
-    "lr_schedule": "constant",
-    "batch_size": 256,
-    "epochs": 50,
     "alpha": 25.0,
     "beta": 36.0,
 }

@@ -13,18 +13,10 @@ Example::
     python -m pipelines.run --dataset=imdb --method=vanilla --target=gender --data_dir=/data/imdb
 """
 
+from pipelines.configs._faces import FACE_RECIPE
+
 DEFAULTS = {
-    "backbone": "resnet18",
-    # The paper's face Vanilla models share EnD's architecture (tanh last block,
-    # L2-normalised bottleneck): Vanilla is EnD with alpha = beta = 0 (METHODS.md §7.3).
-    "backbone_variant": "end",
+    **FACE_RECIPE,
     "split": "EB1",
     "target": "age",
-    "image_size": 224,
-    "optimizer": "adam",
-    "lr": 1e-4,
-    "weight_decay": 1e-4,
-    "lr_schedule": "constant",
-    "batch_size": 256,
-    "epochs": 50,
 }

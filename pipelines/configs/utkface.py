@@ -10,18 +10,10 @@ Example::
     python -m pipelines.run --dataset=utkface --method=vanilla --split=EB2 --data_dir=/data/utkface
 """
 
+from pipelines.configs._faces import FACE_RECIPE
+
 DEFAULTS = {
-    "backbone": "resnet18",
-    # The paper's face Vanilla models share EnD's architecture (tanh last block,
-    # L2-normalised bottleneck): Vanilla is EnD with alpha = beta = 0 (METHODS.md §7.3).
-    "backbone_variant": "end",
+    **FACE_RECIPE,
     "split": "EB1",
     "target": "age",
-    "image_size": 224,
-    "optimizer": "adam",
-    "lr": 1e-4,
-    "weight_decay": 1e-4,
-    "lr_schedule": "constant",
-    "batch_size": 256,
-    "epochs": 50,
 }

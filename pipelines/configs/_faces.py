@@ -1,0 +1,19 @@
+"""The paper's face-experiment recipe shared by the CelebA, IMDB and UTKFace presets.
+
+ResNet-18 on 224×224 faces, Adam lr 1e-4 kept constant, batch 256, 50 epochs
+(paper Sec. 4 setup; METHODS.md §7.3). The paper's face Vanilla models share
+EnD's architecture (tanh last block, L2-normalised bottleneck): Vanilla is EnD
+with alpha = beta = 0, hence ``backbone_variant="end"``.
+"""
+
+FACE_RECIPE = {
+    "backbone": "resnet18",
+    "backbone_variant": "end",
+    "image_size": 224,
+    "optimizer": "adam",
+    "lr": 1e-4,
+    "weight_decay": 1e-4,
+    "lr_schedule": "constant",
+    "batch_size": 256,
+    "epochs": 50,
+}
