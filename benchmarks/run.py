@@ -101,6 +101,13 @@ MODES = {
     ),
 }
 
+MEMORY_TARGETS = {
+    "default_job_peak_gib": ("peak RSS of the default job (55k digits, width 1), GiB", "<=", 2.0),
+    "default_80_vs_2_epochs": ("peak RSS, 80 epochs ÷ 2 epochs (default job)", "<=", 1.05),
+    "small_growth_per_epoch_mib": ("RSS growth per epoch over 80 epochs, MiB", "<=", 1.0),
+    "face_growth_per_epoch_mib": ("UTKFace 224 px RSS growth per epoch, MiB", "<=", 5.0),
+}
+
 TARGETS = {
     "vanilla_vs_matmul": ("Vanilla step FLOP/s ÷ matmul FLOP/s", ">=", 0.90),
     "end_vs_matmul": ("EnD step FLOP/s ÷ matmul FLOP/s", ">=", 0.90),
@@ -318,9 +325,18 @@ def section_dicom(cfg, args, skipped) -> Dict:
 # ----------------------------------------------------------------------------- report
 
 
+def section_memory(cfg, args, skipped) -> Dict:
+    if args.tiny:
+        raise Skip("whole-job memory cases need the real data sizes (quick or full mode)")
+    from benchmarks import memory
+
+    mode = "quick" if args.quick else "full"
+    return memory.section(mode, Path(args.data_dir), only=args.memory_cases)
+
+
 def evaluate_targets(results: Dict) -> Dict:
     st = results.get("steps", {})
-    if st and (st.get("batch") != 256 or st.get("width") != 1.0):
+    if st and (st.get("batch") != 256 or st.get("width") != 1.0) and "memory" not in results:
         return {
             "note": "targets apply to the paper's size (batch 256, width 1.0); "
             "not evaluated in this mode"
@@ -340,8 +356,10 @@ def evaluate_targets(results: Dict) -> Dict:
     att = results.get("attacks", {})
     if att.get("n_train") == 10_000 and att.get("linear_epochs") == 50:
         measured["linear_probe_s"] = att["linear_suite_s_median"]
+    mem = results.get("memory", {}).get("derived", {})
+    measured.update({k: mem[k] for k in MEMORY_TARGETS if mem.get(k) is not None})
     out = {}
-    for key, (what, op, bound) in TARGETS.items():
+    for key, (what, op, bound) in {**TARGETS, **MEMORY_TARGETS}.items():
         v = measured.get(key)
         if v is None:
             out[key] = {"what": what, "target": f"{op} {bound}", "measured": None, "met": None}
@@ -461,6 +479,11 @@ def main(argv: List[str] = None) -> int:
         help="comma list of sections to run",
     )
     parser.add_argument("--methods", default=None, help="comma list overriding the mode's methods")
+    parser.add_argument(
+        "--memory_cases",
+        default=None,
+        help="memory section: comma list of default_2ep,default_80ep,small_80ep,face_3ep",
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
         "--diagnostics",
@@ -527,6 +550,7 @@ def main(argv: List[str] = None) -> int:
         "pipeline": section_pipeline,
         "attacks": section_attacks,
         "dicom": section_dicom,
+        "memory": section_memory,
     }
     for name in sections:
         if name not in table:

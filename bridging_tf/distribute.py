@@ -12,6 +12,13 @@ under ``MirroredStrategy`` needs even per-replica shards, so with several
 replicas the train component drops each epoch's last partial batch and needs
 ``batch_size`` divisible by the replica count.
 
+``multiworker`` reads ``TF_CONFIG`` (:func:`tf_config` checks it; Kubeflow's
+``TFJob`` sets it) and must be created before the process runs any TF op:
+:func:`multiworker_strategy` creates it once and ``get_strategy`` returns that
+instance. Tested with two CPU worker processes on 127.0.0.1 (gRPC, ring
+collectives; ``tests/test_multiworker.py``): EnD's loss, ``end_orth`` and
+``end_par`` match one process on the same global batch.
+
 Example::
 
     strategy = get_strategy("mirrored")
@@ -21,6 +28,9 @@ Example::
 """
 
 from __future__ import annotations
+
+import json
+import os
 
 import tensorflow as tf
 
@@ -43,7 +53,7 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multiworker_strategy()
     if name == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -53,6 +63,58 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
             raise UserError(f"--strategy=tpu: no TPU found ({str(err).splitlines()[0]})") from None
         return tf.distribute.TPUStrategy(resolver)
     raise UserError(f"--strategy={name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+_MULTIWORKER = None
+
+
+def tf_config() -> dict:
+    """``TF_CONFIG`` parsed and checked (``cluster`` with ``worker`` addresses, ``task``)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise UserError("--strategy=multiworker needs TF_CONFIG (JSON: cluster.worker = every "
+                        "worker's host:port, task = this process's type and index; Kubeflow's "
+                        "TFJob sets it)")
+    try:
+        cfg = json.loads(raw)
+    except ValueError as err:
+        raise UserError(f"TF_CONFIG is not JSON ({err})") from None
+    workers = (cfg.get("cluster") or {}).get("worker") if isinstance(cfg, dict) else None
+    task = cfg.get("task") if isinstance(cfg, dict) else None
+    if not workers or not isinstance(task, dict) or "index" not in task:
+        raise UserError("TF_CONFIG needs cluster.worker (a list of host:port) and task "
+                        "{type, index}")
+    return cfg
+
+
+def multiworker_strategy(communication: str = "auto") -> tf.distribute.Strategy:
+    """``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``, created once per process.
+
+    TensorFlow allows it only before the process's first TF op ("Collective ops must
+    be configured at program startup"): a launcher calls this first, and the train
+    step's ``get_strategy("multiworker")`` then gets the same instance.
+    ``communication``: ``auto`` (ring on CPU, NCCL on GPUs), ``ring`` or ``nccl``.
+    """
+    global _MULTIWORKER
+    if _MULTIWORKER is not None:
+        return _MULTIWORKER
+    tf_config()
+    impl = {"auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+            "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+            "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL}.get(communication)
+    if impl is None:
+        raise UserError(f"communication={communication!r}: choose auto, ring or nccl")
+    try:
+        _MULTIWORKER = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                implementation=impl))
+    except RuntimeError as err:
+        if "program startup" not in str(err):
+            raise
+        raise UserError("--strategy=multiworker: TensorFlow ran an op before the strategy was "
+                        "created; create it first (bridging_tf.distribute.multiworker_strategy() "
+                        "at the start of the program)") from None
+    return _MULTIWORKER
 
 
 def resolve_mixed_precision(value: str = "auto") -> str:
@@ -93,8 +155,13 @@ def gather_global(*tensors):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return tensors
-    return tuple(ctx.all_gather(t, axis=0) for t in tensors)
+    # A tensor that enters the replica function unchanged (a tf.function argument, e.g.
+    # the labels) has no device, and MultiWorkerMirroredStrategy's all_gather needs one
+    # ("destinations can not be empty"): tf.identity places it on the replica's device.
+    return tuple(ctx.all_gather(t if getattr(t, "device", "") else tf.identity(t), axis=0)
+                 for t in tensors)
 
 
 __all__ = ["PRECISIONS", "STRATEGIES", "accelerators", "gather_global", "get_strategy",
-           "num_replicas", "resolve_jit", "resolve_mixed_precision"]
+           "multiworker_strategy", "num_replicas", "resolve_jit", "resolve_mixed_precision",
+           "tf_config"]

@@ -5,6 +5,16 @@ Layout (what ``tensorflow_model_server --model_config_file`` expects)::
     <base>/models.config
     <base>/<model_name>/<version>/saved_model.pb, variables/
 
+``models.config`` names ``base_path: "/models/<model_name>"``, never this
+machine's path: the ``tensorflow/serving`` image serves from ``/models``, so
+mount ``<base>`` there (``config_base_path`` changes it for other layouts)::
+
+    docker run --rm -p 8500:8500 -p 8501:8501 \\
+        -v "$PWD/runs/x/serving:/models" tensorflow/serving:2.21.0 \\
+        --model_config_file=/models/models.config
+    # or, one model without the config: -v "$PWD/runs/x/serving:/models" -e MODEL_NAME=<model_name>
+    # REST: http://localhost:8501/v1/models/<model_name>:predict   gRPC: localhost:8500
+
 Signatures, each with a single input ``image`` (``uint8 [None, H, W, C]``):
 
 - ``serving_default``: ``image -> {"bottleneck": float32 [None, D], "logits": float32 [None, K]}``
@@ -37,6 +47,7 @@ from bridging_tf.datasets.base import normalize_images
 
 SIGNATURES = ("serving_default", "bottleneck")
 INPUT_NAME = "image"
+CONFIG_BASE_PATH = "/models"  # where the tensorflow/serving image expects the export mounted
 
 
 def models_config(entries) -> str:
@@ -53,12 +64,15 @@ def models_config(entries) -> str:
 
 
 def export_encoder(backbone: keras.Model, base_dir, model_name: str, *, mean: Sequence[float],
-                   std: Sequence[float], version: int = 1, image_shape=None) -> Path:
+                   std: Sequence[float], version: int = 1, image_shape=None,
+                   config_base_path: str = CONFIG_BASE_PATH) -> Path:
     """Write ``<base_dir>/<model_name>/<version>/`` + ``<base_dir>/models.config``.
 
     Returns the version directory.
 
     ``backbone`` is ``image -> (logits, bottleneck)`` (a method's ``original_model``).
+    ``models.config`` points at ``<config_base_path>/<model_name>``: where the server sees
+    ``<base_dir>`` (``/models`` when it is mounted there), not where it was written.
     """
     base_dir = Path(base_dir)
     image_shape = tuple(image_shape or backbone.inputs[0].shape[1:])
@@ -85,8 +99,8 @@ def export_encoder(backbone: keras.Model, base_dir, model_name: str, *, mean: Se
         shutil.rmtree(version_dir)
     os.replace(tmp, version_dir)
     (base_dir / "models.config").write_text(
-        models_config([(model_name, str((base_dir / model_name).resolve()))]))
+        models_config([(model_name, f"{config_base_path.rstrip('/')}/{model_name}")]))
     return version_dir
 
 
-__all__ = ["INPUT_NAME", "SIGNATURES", "export_encoder", "models_config"]
+__all__ = ["CONFIG_BASE_PATH", "INPUT_NAME", "SIGNATURES", "export_encoder", "models_config"]

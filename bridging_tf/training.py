@@ -32,10 +32,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 OPTIMIZERS = ("adam", "sgd")
@@ -95,6 +97,25 @@ def make_optimizer(name: str = "adam", lr: float = 1e-3, *, schedule: str = "ste
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     return keras.optimizers.SGD(learning_rate, momentum=momentum)
+
+
+def save_weights_atomic(model, path) -> None:
+    """``model.save_weights(path)`` through a temporary file and a rename: never a torn file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp-{os.getpid()}.weights.h5")
+    model.save_weights(str(tmp), overwrite=True)
+    os.replace(tmp, path)
+
+
+def weights_file_ok(path) -> bool:
+    """Whether ``path`` is a complete HDF5 weights file (opens and lists its groups)."""
+    try:
+        import h5py
+        with h5py.File(str(path), "r") as f:
+            list(f.keys())
+        return True
+    except Exception:  # OSError (truncated), h5py's own errors
+        return False
 
 
 class _PersistentCallback(keras.callbacks.Callback):
@@ -187,13 +208,26 @@ class BestCheckpoint(_PersistentCallback):
             return True
         return value > best if self.mode == "max" else value < best
 
+    def restored(self, state) -> None:
+        # A kill during an in-place write (older versions) leaves a torn weights file:
+        # discard it and the record that points at it, rather than crash at the end.
+        if state.get("best_epoch") is not None and not weights_file_ok(self.weights_path):
+            print(f"[train] {self.weights_path} is incomplete (a torn write from an interrupted "
+                  "run); discarding it and the best-epoch record", flush=True)
+            try:
+                os.remove(self.weights_path)
+            except OSError:
+                pass
+            self.state = self.initial_state()
+            self.save_state()
+
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
             return
         value = float(value)
         if self._better(value):
-            self.model.save_weights(self.weights_path, overwrite=True)
+            save_weights_atomic(self.model, self.weights_path)
             self.state = {"best": value, "best_epoch": int(epoch)}
             self.save_state()
 
@@ -266,22 +300,102 @@ class PlateauStop(_PersistentCallback):
 
 
 class NaNGuard(keras.callbacks.Callback):
-    """``TerminateOnNaN`` that records where training diverged (``self.message``)."""
+    """``TerminateOnNaN`` that records where training diverged (``self.message``).
 
-    def __init__(self):
+    Checks the training loss after every batch, and at every epoch end the
+    validation loss and every weight: a model with non-finite weights is never
+    saved as finished. ``hint`` names the likely cause in the message (e.g.
+    ``"--lr=1e+12 or --weight_decay=0.0001"``).
+    """
+
+    def __init__(self, hint: str = "--lr"):
         super().__init__()
         self.message = None
+        self.hint = hint
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def _diverged(self, what: str, where: str = "") -> None:
+        self.message = (f"training diverged: {what} at epoch {self._epoch + 1}{where}; lower "
+                        f"{self.hint} (or check the input data)")
+        self.model.stop_training = True
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and (math.isnan(float(loss)) or math.isinf(float(loss))):
-            self.message = (f"training diverged: loss is {float(loss)} at epoch {self._epoch + 1}, "
-                            f"batch {batch + 1}; lower --lr or check the input data")
-            self.model.stop_training = True
+        if loss is not None and not math.isfinite(float(loss)):
+            self._diverged(f"loss is {float(loss)}", f", batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.message:
+            return
+        val = (logs or {}).get("val_loss")
+        if val is not None and not math.isfinite(float(val)):
+            self._diverged(f"validation loss is {float(val)}")
+            return
+        for w in self.model.weights:
+            value = keras.ops.convert_to_numpy(w)
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                self._diverged(f"weight {w.path} is not finite")
+                return
+
+
+class PlanTimer(keras.callbacks.Callback):
+    """Measures the first steps and projects the training's wall time (printed and kept).
+
+    After ``warmup`` steps (graph tracing) it times ``measure`` steps and prints
+    the projection for ``total_steps``; after the first epoch (validation
+    included) it prints the projection from the measured epoch time.
+    ``self.plan`` holds both (``projected_train_s``, ``projected_from_epoch_s``).
+    """
+
+    def __init__(self, total_steps: int, epochs_left: int, warmup: int = 3, measure: int = 20):
+        super().__init__()
+        self.total_steps, self.epochs_left = int(total_steps), int(epochs_left)
+        self.warmup, self.measure = int(warmup), int(measure)
+        self.plan: dict = {}
+        self._seen = 0
+        self._t0 = None
+        self._epoch_t0 = None
+        self._epochs_done = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._seen += 1
+        if self.measure < 1:
+            return  # too few steps per epoch to time them; the epoch time follows
+        if self._seen == self.warmup:
+            self._t0 = time.perf_counter()
+        elif self._t0 is not None and self._seen == self.warmup + self.measure:
+            per_step = (time.perf_counter() - self._t0) / self.measure
+            total = per_step * self.total_steps
+            self.plan.update(measured_step_s=round(per_step, 4),
+                             projected_train_s=round(total, 1))
+            print(f"\n[train] projected training time: {format_duration(total)} "
+                  f"({self.total_steps:,} steps at {per_step * 1000:.0f} ms/step, "
+                  "validation not included)", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_done += 1
+        if self._epochs_done == 1 and self._epoch_t0 is not None:
+            took = time.perf_counter() - self._epoch_t0
+            total = took * self.epochs_left
+            self.plan.update(first_epoch_s=round(took, 1), projected_from_epoch_s=round(total, 1))
+            print(f"\n[train] epoch {epoch + 1} took {format_duration(took)}; projected "
+                  f"{format_duration(total)} for the {self.epochs_left} epochs of this run",
+                  flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def steps_per_epoch(size: int, batch_size: int, drop_remainder: bool = False) -> int:
@@ -290,19 +404,19 @@ def steps_per_epoch(size: int, batch_size: int, drop_remainder: bool = False) ->
 
 def epoch_datasets(split, batch_size: int, *, seed: int, first_epoch: int, epochs: int,
                    drop_remainder: bool = False, augment: bool = False) -> tf.data.Dataset:
-    """Epochs ``first_epoch..epochs-1`` of ``split``, each shuffled with its own seed.
+    """Epochs ``first_epoch..epochs-1`` of ``split`` as one stream, each shuffled with its own seed.
 
-    Epoch ``e`` is always shuffled with seed ``(seed, e)``, whatever epoch the
-    stream starts at — a resumed run sees the same batches as an
-    uninterrupted one. Use with ``fit(steps_per_epoch=steps_per_epoch(...))``.
+    Epoch ``e`` is always shuffled with seed ``seed * 100003 + e``, whatever epoch the
+    stream starts at — a resumed run sees the same batches as an uninterrupted one.
+    The data is held once however many epochs there are (``Split.epochs``). Use with
+    ``fit(steps_per_epoch=steps_per_epoch(...))``.
     """
-    parts = [split.dataset(batch_size, shuffle=True, seed=int(seed) * 100003 + e,
-                           augment=augment, drop_remainder=drop_remainder)
-             for e in range(first_epoch, max(epochs, first_epoch + 1))]
-    ds = parts[0]
-    for p in parts[1:]:
-        ds = ds.concatenate(p)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    from bridging_tf.datasets.base import stream_epochs
+    kw = dict(seed=seed, first_epoch=first_epoch, epochs=epochs, augment=augment,
+              drop_remainder=drop_remainder)
+    if hasattr(split, "epochs"):
+        return split.epochs(batch_size, **kw)
+    return stream_epochs(split, batch_size, **kw)  # a duck-typed split (e.g. SIIM's TFRecords)
 
 
 def backup_epoch(backup_dir) -> int:
@@ -318,5 +432,6 @@ def backup_epoch(backup_dir) -> int:
     return 0
 
 
-__all__ = ["BestCheckpoint", "HistoryLog", "NaNGuard", "OPTIMIZERS", "PlateauStop", "SCHEDULES",
-           "StepDecay", "backup_epoch", "epoch_datasets", "make_optimizer", "steps_per_epoch"]
+__all__ = ["BestCheckpoint", "HistoryLog", "NaNGuard", "OPTIMIZERS", "PlanTimer", "PlateauStop",
+           "SCHEDULES", "StepDecay", "backup_epoch", "epoch_datasets", "format_duration",
+           "make_optimizer", "save_weights_atomic", "steps_per_epoch", "weights_file_ok"]

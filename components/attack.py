@@ -5,6 +5,9 @@ Runs :func:`bridging_tf.attacks.run_attacks` with the attacker trained on
 saves it under ``<attack>/main``. When the embeddings hold both
 ``attack_train_sound`` and ``attack_train_paper`` the linear probe is also run
 with the other protocol (``<attack>/protocol_<name>``) so both are reported.
+Each summary line names its attacker and protocol (:func:`protocol_labels`);
+:func:`write_tensorboard` turns the results into TensorBoard scalars (the
+report step writes them to ``<run>/report/logs``).
 
 Example::
 
@@ -50,6 +53,57 @@ def make_input(get: Callable[[str], tuple], *, train: str, eval_splits: Sequence
         private_names=private_names, **kw)
 
 
+def protocol_labels(protocol: str, train_split: str) -> dict:
+    """``run_attacks`` keywords naming the protocol and its attacker set in the summaries.
+
+    Biased-MNIST's ``attack_train_sound`` / ``attack_train_paper`` get the standard
+    descriptions (``bridging_tf.attacks.results.PROTOCOL_ATTACKER_SETS``); a data set
+    with a single ``attack_train`` split is named by that split.
+    """
+    if train_split == f"attack_train_{protocol}":
+        return {"protocol": protocol}
+    return {"protocol": protocol, "attacker_set": f"attacker set = the data set's {train_split!r}"}
+
+
+#: metrics written to TensorBoard per (protocol, attacker, split), when present.
+TENSORBOARD_METRICS = ("accuracy", "balanced_accuracy", "auc", "advantage", "chance_uniform",
+                       "chance_majority", "mse", "psnr", "baseline_psnr", "colour_accuracy")
+
+
+def write_tensorboard(by_protocol: Mapping[str, object], logdir, *, worst: Optional[dict] = None,
+                      step: int = 0) -> Path:
+    """Attack metrics as TensorBoard scalars under ``logdir`` (one event file).
+
+    Tags: ``attack/<protocol>/<attacker>/<split>/<metric>`` for every attacker of
+    every protocol (``by_protocol``: protocol -> :class:`AttackResults`), and
+    ``attack/worst/<key>`` for the numeric worst-case keys (``worst_case``), all at ``step``.
+    Returns ``logdir``.
+    """
+    import tensorflow as tf
+
+    logdir = Path(logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        for protocol, results in by_protocol.items():
+            for r in results:
+                for split, m in r.per_split.items():
+                    for key in TENSORBOARD_METRICS:
+                        v = m.get(key)
+                        if isinstance(v, (int, float)) and not isinstance(v, bool):
+                            tf.summary.scalar(f"attack/{protocol}/{r.attack_type.value}/{split}/"
+                                              f"{key}", float(v), step=step)
+        for key, v in (worst or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                tf.summary.scalar(f"attack/worst/{key}", float(v), step=step)
+        if worst and worst.get("private_attacker_worst"):
+            tf.summary.text("attack/worst/attacker", str(worst["private_attacker_worst"]),
+                            step=step)
+    writer.flush()
+    writer.close()
+    return logdir
+
+
 def headline(results, primary: str, prefix: str = "private") -> dict:
     """Flat metrics of a run: the linear (else first) attack on the primary split + each attack."""
     from bridging_tf.attacks import AttackType
@@ -75,6 +129,7 @@ def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *,
         attacks: Sequence[str] = ("linear",), protocol: str = "sound", seed: int = 0,
         compare_protocols: bool = True, verbose: int = 1) -> dict:
     from bridging_tf.attacks import AttackType, run_attacks
+    from bridging_tf.attacks.worst import worst_case
     from bridging_tf.errors import UserError
 
     attacks = [AttackType.parse(a).value for a in attacks]
@@ -114,18 +169,23 @@ def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *,
         train_name = (f"attack_train_{protocol}" if f"attack_train_{protocol}" in files
                       else "attack_train")
         data = make_input(get, train=train_name, images=images, **common)
-        results = run_attacks(data, attacks, seed=seed, verbose=verbose, **opts)
+        results = run_attacks(data, attacks, seed=seed, verbose=verbose,
+                              **protocol_labels(protocol, train_name), **opts)
         results.save(art.path / "main")
         metrics = headline(results, primary)
         metrics[f"private_accuracy_{protocol}"] = metrics.get("private_accuracy")
+        by_protocol = {protocol: results}
         if compare_protocols:
             for other in PROTOCOLS:
                 name = f"attack_train_{other}"
                 if other == protocol or name not in files:
                     continue
                 r = run_attacks(make_input(get, train=name, **common), ["linear"], seed=seed,
-                                verbose=verbose)
+                                verbose=verbose, **protocol_labels(other, name))
                 r.save(art.path / f"protocol_{other}")
                 metrics[f"private_accuracy_{other}"] = headline(r, primary)["private_accuracy"]
+                by_protocol[other] = r
+        # the headline: the strongest sound-protocol attacker (bridging_tf.attacks.worst)
+        metrics.update(worst_case(by_protocol, primary))
         art.metrics = {k: v for k, v in metrics.items() if v is not None}
     return art.metrics

@@ -29,12 +29,14 @@ flags.DEFINE_integer("image_size", 448, "Output side in pixels (0 keeps the size
                      flag_values=FLAGS)
 flags.DEFINE_integer("bit_depth", 8, "PNG bit depth: 8 or 16.", flag_values=FLAGS)
 flags.DEFINE_bool("voi", True, "Apply the VOI LUT / window before min-max.", flag_values=FLAGS)
-flags.DEFINE_integer("workers", 0, "Worker processes (0 = CPU count, at most 8).",
+flags.DEFINE_integer("workers", 0, "Worker processes (0 = CPU count, at most 8; they exit "
+                     "if this process dies).",
                      flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "Patient split seed.", flag_values=FLAGS)
 flags.DEFINE_string("salt", None, "Study-hash key (default $BRIDGING_TF_SIIM_SALT, else random "
                     "and not stored).", flag_values=FLAGS)
-flags.DEFINE_integer("examples_per_shard", 256, "Records per TFRecord shard.", flag_values=FLAGS)
+flags.DEFINE_integer("examples_per_shard", 256, "Records per TFRecord shard (>= 1).",
+                     flag_values=FLAGS)
 
 
 def main(argv=None) -> int:
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
         print(__doc__)
         print(FLAGS.get_help())
         return 0
+    FLAGS.unparse_flags()  # a second call in one process starts from the defaults again
     try:
         FLAGS(argv)
     except flags.Error as err:

@@ -132,13 +132,15 @@ def _train(inputs, art, p, verbose):
                                           steps_per_epoch=steps, step_epochs=p["lr_step_epochs"],
                                           gamma=p["lr_gamma"])
             model.compile(optimizer=opt, jit_compile=jit)
-        model.prepare(train_split.dataset(p["batch_size"], shuffle=True, seed=p["seed"],
-                                          augment=True),
-                      verbose=verbose)
-
         work = art.work_dir
         backup_dir = work / "backup"
         first_epoch = min(training.backup_epoch(backup_dir), p["epochs"])
+        plan = training_plan(bundle, model, p, steps=steps, strategy=strategy, policy=policy,
+                             jit=jit, first_epoch=first_epoch, output=art.output)
+        print_plan(plan)
+        model.prepare(train_split.dataset(p["batch_size"], shuffle=True, seed=p["seed"],
+                                          augment=True),
+                      verbose=verbose)
         if first_epoch:
             print(f"[train] resuming from the checkpoint after epoch {first_epoch} in {backup_dir}")
         train_ds = training.epoch_datasets(train_split, p["batch_size"], seed=p["seed"],
@@ -148,8 +150,10 @@ def _train(inputs, art, p, verbose):
                   if "val" in bundle.splits else None)
         history = training.HistoryLog(work / "history_state.json")
         best = training.BestCheckpoint(work / "best.weights.h5", monitor=p["monitor"])
-        guard = training.NaNGuard()
-        callbacks = [guard, history, best]
+        guard = training.NaNGuard(hint=f"--lr={p['lr']:g} or --weight_decay={p['weight_decay']:g}")
+        timer = training.PlanTimer(steps * (p["epochs"] - first_epoch), p["epochs"] - first_epoch,
+                                   measure=min(20, steps - 4))
+        callbacks = [guard, timer, history, best]
         plateau = None
         if p["lr_schedule"] == "plateau":
             plateau = training.PlateauStop("val_loss" if val_ds is not None else "loss",
@@ -161,7 +165,7 @@ def _train(inputs, art, p, verbose):
                       keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False,
                                                        double_checkpoint=True)]
         model.fit(train_ds, validation_data=val_ds, epochs=p["epochs"], steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=verbose)
+                  callbacks=callbacks, verbose=verbose, shuffle=False)  # shuffled per epoch
         if guard.message:
             raise TrainingDiverged(guard.message)
 
@@ -182,7 +186,10 @@ def _train(inputs, art, p, verbose):
                 "epochs_run": len(hist.get("loss", [])), "mixed_precision": policy,
                 "jit_compile": bool(jit), "strategy": p["strategy"],
                 "replicas": int(strategy.num_replicas_in_sync),
-                "stopped_early": bool(plateau is not None and plateau.stopped_epoch is not None)}
+                "stopped_early": bool(plateau is not None and plateau.stopped_epoch is not None),
+                "split_sizes": {k: int(v.size) for k, v in bundle.splits.items()},
+                "primary_eval": bundle.primary_eval,
+                "plan": {**plan, **timer.plan}}
         write_json(art.path / "train_info.json", info)
         metrics = {"epochs_run": info["epochs_run"],
                    "best_epoch": -1 if info["best_epoch"] is None else info["best_epoch"]}
@@ -194,6 +201,51 @@ def _train(inputs, art, p, verbose):
         return metrics, {"train_info": info}
     finally:
         keras.mixed_precision.set_global_policy(old_policy)
+
+
+def training_plan(bundle, model, p, *, steps, strategy, policy, jit, first_epoch,
+                  output) -> dict:
+    """What this training is about to do, resolved (printed by :func:`print_plan`)."""
+    import os
+
+    import tensorflow as tf
+
+    from bridging_tf import distribute
+    acc = distribute.accelerators()
+    devices = ([f"{n} x {kind}" for kind, n in acc.items() if n]
+               or [f"CPU ({os.cpu_count()} cores)"])
+    try:
+        params = int(model.count_params())
+    except ValueError:  # not built yet
+        params = None
+    return {"dataset": bundle.name,
+            "split_sizes": {k: int(v.size) for k, v in bundle.splits.items()},
+            "steps_per_epoch": int(steps), "epochs": int(p["epochs"]),
+            "first_epoch": int(first_epoch),
+            "total_steps": int(steps) * (int(p["epochs"]) - int(first_epoch)),
+            "batch_size": int(p["batch_size"]), "optimizer": p["optimizer"], "lr": p["lr"],
+            "lr_schedule": p["lr_schedule"], "method": p["method"],
+            "backbone": p["backbone"] or default_backbone(bundle.name), "width": p["width"],
+            "parameters": params, "devices": devices,
+            "replicas": int(strategy.num_replicas_in_sync), "precision": policy,
+            "xla": bool(jit), "output": str(output), "tf_version": tf.__version__}
+
+
+def print_plan(plan: dict) -> None:
+    sizes = " · ".join(f"{k} {v:,}" for k, v in plan["split_sizes"].items())
+    params = f", {plan['parameters'] / 1e6:.2f} M parameters" if plan["parameters"] else ""
+    resumed = (f" (resuming after epoch {plan['first_epoch']})" if plan["first_epoch"] else "")
+    lines = [
+        f"data      {plan['dataset']}: {sizes}",
+        f"training  {plan['epochs']} epochs x {plan['steps_per_epoch']:,} steps/epoch = "
+        f"{plan['steps_per_epoch'] * plan['epochs']:,} steps{resumed}, batch {plan['batch_size']}, "
+        f"{plan['optimizer']} lr {plan['lr']:g} ({plan['lr_schedule']})",
+        f"model     {plan['method']} on {plan['backbone']} (width {plan['width']:g}{params})",
+        f"device    {', '.join(plan['devices'])}, {plan['replicas']} replica(s) · precision "
+        f"{plan['precision']} · XLA {'on' if plan['xla'] else 'off'}",
+        f"output    {plan['output']}",
+    ]
+    print("[train] plan:\n" + "\n".join("  " + line for line in lines), flush=True)
 
 
 def load_model(model_artifact):

@@ -24,21 +24,24 @@ from typing import Dict, List
 DATASET_OPTIONS = ("data_dir", "seed", "rho", "train_size", "val_size", "test_size",
                    "attack_size", "attack_protocol", "target", "private", "split", "image_size")
 TRAIN_PARAMS = ("method", "backbone", "width", "epochs", "batch_size", "lr", "weight_decay",
-                "optimizer", "lr_schedule", "plateau_patience", "min_lr", "seed", "strategy",
+                "optimizer", "lr_schedule", "lr_step_epochs", "plateau_patience", "min_lr",
+                "seed", "strategy",
                 "mixed_precision", "jit_compile", "weights", "backbone_variant")
 
 # Flag name -> default: the generic defaults a dataset preset may replace.
 BASE_DEFAULTS = {
-    "method": "end", "dataset": "biased_mnist", "rho": 0.997, "data_dir": None,
+    "method": "end", "dataset": "biased_mnist", "scale": "paper", "rho": 0.997, "data_dir": None,
     "output_dir": None, "epochs": 80, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-4,
-    "optimizer": "adam", "lr_schedule": "step", "plateau_patience": 5, "min_lr": 1e-3,
+    "optimizer": "adam", "lr_schedule": "step", "lr_step_epochs": 20, "plateau_patience": 5,
+    "min_lr": 1e-3,
     "seed": 0, "train_size": None, "val_size": None, "test_size": None, "attack_size": None,
     "width": 1.0, "backbone": None, "weights": None, "backbone_variant": "auto",
     "attack_protocol": "sound", "attacks": "linear",
     "target": None, "private": None, "split": None, "image_size": None,
     "strategy": "default", "mixed_precision": "auto", "jit_compile": "auto",
-    "runner": "local", "compile": None, "model_name": None, "verbose": 1,
-    "deterministic": False,
+    "runner": "local", "compile": None, "image": None, "accelerator": None,
+    "model_name": None, "verbose": 1,
+    "deterministic": False, "hash_data": False, "overwrite": False,
 }
 
 
@@ -74,7 +77,8 @@ def attack_list(params: dict) -> List[str]:
 
 def dataset_options(params: dict) -> dict:
     opts = {k: params[k] for k in DATASET_OPTIONS if params.get(k) is not None}
-    if opts.get("data_dir"):
+    from components.remote_data import is_uri
+    if opts.get("data_dir") and not is_uri(opts["data_dir"]):  # a URI is read via tf.io.gfile
         opts["data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
     return opts
 
@@ -107,7 +111,8 @@ def build(params: dict, output_dir) -> List[Step]:
         attack_inputs["data"] = a["data"]
     return [
         Step("ingest", "ingest", {}, {"data": a["data"]},
-             {"dataset": params["dataset"], "options": dataset_options(params)}),
+             {"dataset": params["dataset"], "options": dataset_options(params),
+              "hash_data": bool(params.get("hash_data"))}),
         Step("train", "train", {"data": a["data"]}, {"model": a["model"]}, train_params),
         Step("export", "export", {"model": a["model"]}, {"serving": a["serving"]},
              {"model_name": params.get("model_name")}),
@@ -142,3 +147,15 @@ def run_step(step: str, params_json: str, inputs: dict, outputs: dict) -> str:
     spec.inputs = {k: Path(v) for k, v in inputs.items()}
     spec.outputs = {k: Path(v) for k, v in outputs.items()}
     return json.dumps(spec.run())
+
+
+def run_component(component: str, params_json: str, inputs: dict, outputs: dict) -> str:
+    """Run ``components.<component>.run`` with one step's own parameters (the KFP entry).
+
+    ``params_json`` is that step's ``Step.params`` as JSON (what :func:`build` gives it), so
+    a KFP task receives only its own parameters. Returns the metrics as JSON; imports no KFP.
+    """
+    import json
+    step = Step(component, component, {k: Path(v) for k, v in inputs.items()},
+                {k: Path(v) for k, v in outputs.items()}, json.loads(params_json))
+    return json.dumps(step.run())

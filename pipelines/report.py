@@ -2,10 +2,14 @@
 
 Reads every ``DIR/**/results.json`` (and the attack results saved next to
 them) and writes under ``DIR/report/`` (or ``--output_dir``): ``tables.md``
-(paper layout, mean ± 95 % CI over seeds, sound and paper protocols side by
-side), ``tables.csv`` / ``tables.json`` / ``runs.csv``, and the figures
-(Fig. 3 sample grid, Fig. 4 polar, Fig. 5 scatter, Fig. 6 reconstructions,
-Fig. 8 Gaussians on PC1), each PNG with the CSV behind it.
+(paper layout, mean ± 95 % CI over seeds, the worst-case leakage over the
+sound attackers as the headline, sound and paper protocols side by side),
+``tables.csv`` / ``tables.json`` / ``runs.csv``, and the figures (Fig. 3
+sample grid, Fig. 4 polar, Fig. 5 scatter — each for the sound and paper
+linear probe and the worst case —, Fig. 6 reconstructions, Fig. 8 Gaussians
+on PC1, Fig. 9 the privacy–utility frontier: target accuracy vs worst-case
+and linear-probe private accuracy, one curve per method, Pareto front,
+chance), each PNG with the CSV behind it.
 
 Examples::
 
@@ -61,5 +65,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry_point() -> None:
+    """Console script entry."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

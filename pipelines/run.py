@@ -39,11 +39,12 @@ from pipelines._quiet import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 from bridging_tf.errors import DataError, UserError  # noqa: E402
-from pipelines import configs  # noqa: E402
+from pipelines import configs, run_folder  # noqa: E402
 from pipelines.pipeline import BASE_DEFAULTS, attack_list, build, run_local  # noqa: E402
 
 FLAGS = flags.FLAGS
 CHOICES = {
+    "scale": configs.SCALES,
     "attack_protocol": ("sound", "paper"),
     "strategy": ("default", "mirrored", "multiworker", "tpu"),
     "runner": ("local", "kfp", "kfp-local"),
@@ -57,6 +58,12 @@ CHOICES = {
 _HELP = {
     "method": "Debiasing method (see bridging_tf.methods.available()).",
     "dataset": "Dataset (see bridging_tf.datasets.available()).",
+    "scale": "Recipe size: paper (the published recipe; GPU work) | cpu (the smallest recipe "
+             "that reaches the paper's regime on 2 CPU cores) | smoke (seconds; tests). "
+             "Explicit flags override it; see pipelines/configs/<dataset>.py.",
+    "lr_step_epochs": "step schedule: divide the lr by 10 every this many epochs.",
+    "overwrite": "Reuse an --output_dir whose recorded configuration differs (its finished "
+                 "steps are redone where their inputs changed).",
     "rho": "Biased-MNIST: colour/digit correlation of the training set, in [0, 1].",
     "data_dir": "Folder with the dataset's files (MNIST: mnist.npz or the IDX files).",
     "output_dir": "Run folder (default ./runs/<dataset>_<method>_rho<rho>_seed<seed>).",
@@ -87,12 +94,19 @@ _HELP = {
     "jit_compile": "XLA: auto (on with GPU/TPU) | true | false.",
     "runner": "local (in-process) | kfp (compile with --compile) | kfp-local (kfp.local).",
     "compile": "With --runner=kfp: write the KFP pipeline spec (YAML) here.",
+    "image": "With --runner=kfp: the container image every task runs in, built from the "
+             "repo's Dockerfile / Dockerfile.gpu and pushed (e.g. REGISTRY/bridging-tf:TAG; "
+             "default $BRIDGING_TF_IMAGE, else bridging-tf:latest).",
+    "accelerator": "With --runner=kfp: accelerator request of the train task, TYPE[:COUNT] "
+                   "(Vertex AI: NVIDIA_TESLA_T4; Kubeflow: nvidia.com/gpu). Default: none.",
     "model_name": "Served model name (default <dataset>_<method>).",
     "verbose": "Keras verbosity (1 = progress bars).",
     "deterministic": "tf.config.experimental.enable_op_determinism().",
+    "hash_data": "Fingerprint the data by each file's sha256, not its name, size and mtime "
+                 "(slower; a touched but unchanged file is then not a change).",
 }
-_INT = {"epochs", "batch_size", "plateau_patience", "seed", "train_size", "val_size",
-        "test_size", "attack_size", "image_size", "verbose"}
+_INT = {"epochs", "batch_size", "lr_step_epochs", "plateau_patience", "seed", "train_size",
+        "val_size", "test_size", "attack_size", "image_size", "verbose"}
 _FLOAT = {"rho", "lr", "weight_decay", "min_lr", "width"}
 
 
@@ -104,7 +118,7 @@ def _define_flags():
             flags.DEFINE_integer(name, default, _HELP[name])
         elif name in _FLOAT:
             flags.DEFINE_float(name, default, _HELP[name])
-        elif name == "deterministic":
+        elif name in ("deterministic", "hash_data", "overwrite"):
             flags.DEFINE_bool(name, default, _HELP[name])
         else:
             flags.DEFINE_string(name, default, _HELP[name])
@@ -139,9 +153,17 @@ def resolve_params(params: Optional[dict] = None) -> dict:
 
 
 def validate(p: dict) -> None:
-    """Raise :class:`UserError` naming the first bad flag."""
+    """Raise :class:`UserError` naming the first bad flag — before anything runs.
+
+    Checks every flag on its own (choices; integers; every float finite, ``nan`` and
+    ``inf`` included; signs and bounds), then the dataset / backbone combination
+    (:func:`_validate_dataset_and_model`), so a bad combination never costs an ingestion.
+    """
+    import math
+
     from bridging_tf import datasets, methods
     from bridging_tf.attacks import AttackType
+    from bridging_tf.datasets.checks import check_attack_size, check_seed
 
     if p["method"] not in methods.available():
         raise UserError(f"--method={p['method']!r} is not known; choose one of "
@@ -154,29 +176,171 @@ def validate(p: dict) -> None:
     for name, choices in CHOICES.items():
         if str(p[name]) not in choices:
             raise UserError(f"--{name}={p[name]!r}: choose one of {', '.join(choices)}")
-    if p.get("rho") is not None and not 0.0 <= float(p["rho"]) <= 1.0:
+    hparams = methods.all_hparams()
+    float_names = sorted(_FLOAT | {k for k, (d, _h) in hparams.items()
+                                   if isinstance(d, float)})
+    int_names = sorted(_INT | {k for k, (d, _h) in hparams.items()
+                               if isinstance(d, int) and not isinstance(d, bool)})
+    for name in float_names:  # from Python a value may be a string: same checks
+        if p.get(name) is None:
+            continue
+        try:
+            value = float(p[name])
+        except (TypeError, ValueError):
+            raise UserError(f"--{name}={p[name]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise UserError(f"--{name}={p[name]} must be a finite number")
+        p[name] = value
+    for name in int_names:
+        value = p.get(name)
+        if value is None:
+            continue
+        try:
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            p[name] = int(value.strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"--{name}={value!r} is not an integer") from None
+    p["seed"] = check_seed(p["seed"])
+    if p.get("rho") is not None and not 0.0 <= p["rho"] <= 1.0:
         raise UserError(f"--rho={p['rho']} is outside [0, 1]")
-    for name in ("epochs", "batch_size"):
-        if int(p[name]) < 1:
+    for name in ("epochs", "batch_size", "lr_step_epochs"):
+        if p.get(name) is not None and p[name] < 1:
             raise UserError(f"--{name}={p[name]} must be at least 1")
     for name in ("lr", "width"):
-        if float(p[name]) <= 0:
+        if p[name] <= 0:
             raise UserError(f"--{name}={p[name]} must be > 0")
-    if float(p["weight_decay"]) < 0:
-        raise UserError(f"--weight_decay={p['weight_decay']} must be >= 0")
+    for name in ("weight_decay", "min_lr", "plateau_patience"):
+        if p.get(name) is not None and p[name] < 0:
+            raise UserError(f"--{name}={p[name]} must be >= 0")
+    if p.get("verbose") is not None and p["verbose"] not in (0, 1, 2):
+        raise UserError(f"--verbose={p['verbose']}: choose 0, 1 or 2")
+    for name in sorted(hparams):  # the methods' weights, widths and epoch counts
+        value = p.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise UserError(f"--{name}={value} must be >= 0")
+    if p.get("rebias_sigma") is not None and p["rebias_sigma"] <= 0:
+        raise UserError(f"--rebias_sigma={p['rebias_sigma']} must be > 0 (an RBF kernel width)")
     for name in ("train_size", "val_size", "test_size", "attack_size"):
-        if p.get(name) is not None and int(p[name]) < (0 if name == "val_size" else 1):
+        if p.get(name) is not None and p[name] < (0 if name == "val_size" else 1):
             raise UserError(f"--{name}={p[name]} must be a positive number of examples")
+    check_attack_size(p.get("attack_size"))
     for a in attack_list(p):
         AttackType.parse(a)
-    if p.get("data_dir") and not Path(p["data_dir"]).expanduser().exists():
+    from components.remote_data import is_uri  # a URI: read by the ingest step (tf.io.gfile)
+    if p.get("data_dir") and not is_uri(p["data_dir"]) and p["runner"] != "kfp" \
+            and not Path(p["data_dir"]).expanduser().exists():
         raise DataError(f"--data_dir={p['data_dir']}: no such folder")
     if p["runner"] == "kfp" and not p.get("compile"):
         raise UserError("--runner=kfp needs --compile=PATH for the pipeline spec (YAML)")
+    if p["runner"] == "kfp":
+        from pipelines.kfp_pipeline import check_params  # data / weights the pods can read
+        check_params(p)
+    for name in ("image", "accelerator"):
+        if p.get(name) and p["runner"] != "kfp":
+            raise UserError(f"--{name} is used only with --runner=kfp (the compiled spec); "
+                            "remove it")
+    _validate_dataset_and_model(p)
+
+
+def _validate_dataset_and_model(p: dict) -> None:
+    """The dataset's options and the dataset / backbone / width / image-size combination.
+
+    - An option the chosen dataset does not read (:func:`bridging_tf.datasets.options`)
+      is refused when its value differs from that dataset's default (e.g.
+      ``--image_size`` on Biased-MNIST, always 28x28); the same value as the default
+      changes nothing and passes.
+    - ``--width``: DenseNet-121 has fixed widths (``keras.applications.DenseNet121``
+      has no channel multiplier: growth rate 32, blocks 6-12-24-16, a 1024-d
+      bottleneck), so only 1.0. The scalable nets keep at least one channel in every
+      conv, which for all three means a bottleneck of at least 8 dimensions
+      (SimpleConvNet 16..128 channels: width >= 0.0625; ResNet-18 64..512: >= 0.015625;
+      the biased g of ResNet-18 / DenseNet-121, 32..256: >= 0.03125), and width at most
+      8 (64x the paper's convolution weights).
+    - ``--image_size`` in [8, 4096]; DenseNet-121 needs at least 32x32 (Keras).
+    - ``--weights`` must exist and the backbone must load weights; a dataset with an
+      ingestion step (SIIM) needs ``--data_dir``.
+    """
+    import importlib
+    import inspect
+
+    from bridging_tf import datasets, methods, models
+    from bridging_tf.models import biased_nets, resnet18, simple_conv
+    from components.train import default_backbone
+    from pipelines.pipeline import DATASET_OPTIONS
+
+    min_bottleneck, max_width, min_image, max_image = 8, 8.0, 8, 4096
+    ds = p["dataset"]
+    used = datasets.options(ds)
+    if used is not None:
+        recipe = {"dataset": ds, **({"scale": p["scale"]} if p.get("scale") else {})}
+        base = {**BASE_DEFAULTS, **{k: None for k in methods.all_hparams()}}
+        defaults = configs.resolve(base, recipe)
+        for name in DATASET_OPTIONS:
+            value = p.get(name)
+            if name not in used and value is not None and value != defaults.get(name):
+                reads = ", ".join(f"--{n}" for n in DATASET_OPTIONS if n in used)
+                raise UserError(f"--{name}={value} is not used by --dataset={ds} (it reads "
+                                f"{reads}); remove it")
+    if datasets.get_preparer(ds) is not None and not p.get("data_dir"):
+        raise UserError(f"--dataset={ds} needs --data_dir (the raw data folder it ingests)")
+
+    backbone = p.get("backbone") or default_backbone(ds)
+    if backbone not in models.available():
+        raise UserError(f"--backbone={backbone!r} is not known; choose one of "
+                        f"{', '.join(models.available())}")
+    width = p["width"]
+    if backbone == "densenet121" and width != 1.0:
+        raise UserError(f"--width={width:g}: DenseNet-121 (--backbone=densenet121, here for "
+                        f"--dataset={ds}) has fixed widths (growth rate 32, a 1024-d "
+                        "bottleneck; Keras's DenseNet121 has no channel multiplier): use "
+                        "--width=1.0, or --backbone=resnet18 for a scalable net")
+    # (first conv, bottleneck) channels at width 1 of each scalable net built for the job
+    nets = {"simple_conv": (simple_conv.BASE_WIDTHS[0], simple_conv.BASE_WIDTHS[-1]),
+            "resnet18": (resnet18.STEM_WIDTH, resnet18.STAGE_WIDTHS[-1])}
+    built = [(backbone, nets.get(backbone))]
+    if methods.get_method_class(p["method"]).needs_biased_backbone:
+        g = "simple_conv" if backbone == "simple_conv" else "local_convnet"
+        built.append((f"{p['method']}'s biased net g ({g})",
+                      (biased_nets.LOCAL_WIDTHS[0], biased_nets.LOCAL_WIDTHS[-1])
+                      if g == "local_convnet" else nets["simple_conv"]))
+    for name, channels in built:
+        if channels is None:
+            continue
+        first, last = channels
+        lowest = max(1.0 / first, min_bottleneck / last)
+        if width < lowest:
+            raise UserError(f"--width={width:g} leaves {name} a {round(last * width)}-d "
+                            f"bottleneck; use --width >= {lowest:g} (every conv keeps a "
+                            f"channel, the bottleneck >= {min_bottleneck} dimensions)")
+    if width > max_width:
+        raise UserError(f"--width={width:g} is above {max_width:g} "
+                        f"({max_width ** 2:g}x the paper's convolution weights)")
+
+    if used is not None and "image_size" in used:
+        side = p.get("image_size")
+        if side is not None and not min_image <= side <= max_image:
+            raise UserError(f"--image_size={side} must be in [{min_image}, {max_image}] pixels")
+        where = f"--image_size={side}"
+    else:  # a dataset with a fixed size (Biased-MNIST: 28x28)
+        module = importlib.import_module(datasets.get_loader(ds).__module__)
+        side = getattr(module, "IMAGE_SIZE", None)
+        where = f"--dataset={ds} ({side}x{side} images)"
+    if backbone == "densenet121" and side is not None and side < 32:
+        raise UserError(f"{where} is too small for --backbone=densenet121 (Keras's DenseNet121 "
+                        "needs at least 32x32 pixels)")
+
+    weights = p.get("weights")
+    if weights and weights not in ("none", "None"):
+        builder = models.get_backbone_builder(backbone)
+        if "weights" not in inspect.signature(builder).parameters:
+            raise UserError(f"--weights: backbone {backbone!r} does not load pretrained weights")
+        if not Path(weights).expanduser().is_file():
+            raise DataError(f"--weights={weights}: no such file")
 
 
 def default_output_dir(p: dict) -> Path:
-    return Path("runs") / f"{p['dataset']}_{p['method']}_rho{p.get('rho')}_seed{p['seed']}"
+    return run_folder.default_output_dir(p)
 
 
 def prepare_output_dir(path: Path) -> bool:
@@ -220,7 +384,13 @@ def run_job(params: dict, output_dir=None) -> dict:
         print(f"KFP pipeline spec: {path}")
         return {"pipeline_spec": str(path)}
     created = prepare_output_dir(out)
+    from components.lock import OutputLock
+    lock = OutputLock.acquire(out)  # another live run there: UserError naming it (exit 2)
+    meta = None
     try:
+        run_folder.check_recorded_config(out, p)  # another run's folder: UserError naming flags
+        meta = run_folder.start_metadata(out, p)
+        _print_plan_header(p, out)
         if p.get("deterministic"):
             import tensorflow as tf
             tf.config.experimental.enable_op_determinism()
@@ -232,28 +402,31 @@ def run_job(params: dict, output_dir=None) -> dict:
             step_metrics = run_local(steps)
             artifacts = {k: str(v) for s in steps for k, v in s.outputs.items()}
         results = json.loads((Path(artifacts["report"]) / "results.json").read_text())
+        results.setdefault("scale", p.get("scale"))
         _write_json(out / "results.json", results)
-        meta = _run_metadata(p, artifacts, step_metrics, time.time() - start)
-        _write_json(out / "run_metadata.json", meta)
-    except UserError:
+        run_folder.finish_metadata(out, meta, artifacts=artifacts, step_metrics=step_metrics,
+                                   wall=time.time() - start)
+    except UserError as err:
         if created:
             shutil.rmtree(out, ignore_errors=True)  # no half-written run folder
+        elif meta is not None:
+            _write_json(out / run_folder.METADATA, {**meta, "status": "failed",
+                                                    "error": str(err)})
         raise
+    finally:
+        lock.release()
     _print_locations(out, artifacts)
     return results
 
 
-def _run_metadata(p, artifacts, step_metrics, wall) -> dict:
-    from bridging_tf import distribute
-    from components.base import package_versions
-    from components.train import train_info
-    info = train_info(artifacts["model"])
-    return {"flags": p, "seed": p["seed"], "versions": package_versions(),
-            "wall_time_s": round(wall, 2), "argv": sys.argv,
-            "dataset_metadata": info.get("dataset_metadata"), "train_info": {
-                k: v for k, v in info.items() if k != "dataset_metadata"},
-            "devices": distribute.accelerators(), "artifacts": artifacts,
-            "step_metrics": step_metrics}
+def _print_plan_header(p: dict, out: Path) -> None:
+    """The run-level lines of the plan (the train step prints the rest before it trains)."""
+    preset = f"pipelines/configs/{p['dataset']}.py"
+    print(f"== plan: {p['dataset']} / {p['method']} at --scale={p.get('scale')} ({preset}); "
+          f"output {out}", flush=True)
+    note = run_folder.plan_note(p)
+    if note:
+        print(f"   note: {note}", flush=True)
 
 
 def _print_locations(out: Path, artifacts: dict) -> None:

@@ -12,7 +12,8 @@ import tensorflow as tf
 from bridging_tf.datasets import ArraySplit, DataBundle, normalize_images
 from bridging_tf.export import export_encoder
 from bridging_tf.models import build_backbone
-from bridging_tf.serving import LoopbackServer, RestClient, ServingError, make_client, parse_url
+from bridging_tf.serving import RestClient, ServingError, make_client, parse_url
+from bridging_tf.serving.dev_server import DevServer as LoopbackServer
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.5, 0.5, 0.25)
 SHAPE = (12, 12, 3)
@@ -36,7 +37,9 @@ def test_export_has_tf_serving_layout_and_models_config(exported):
     _, base, vdir = exported
     assert vdir == base / "enc" / "3" and (vdir / "saved_model.pb").exists()
     config = (base / "models.config").read_text()
-    assert 'name: "enc"' in config and str((base / "enc").resolve()) in config
+    # the path the tensorflow/serving container sees with the export mounted at /models
+    assert 'name: "enc"' in config and 'base_path: "/models/enc"' in config
+    assert str(base) not in config and str(base.resolve()) not in config
 
 
 def test_saved_model_outputs_equal_keras_on_normalised_input(exported):
@@ -140,7 +143,7 @@ def test_grpc_client_server_down_is_bounded_one_line_error():
 
 def test_grpc_client_matches_in_process_embeddings(exported):
     pytest.importorskip("tensorflow_serving")
-    from bridging_tf.serving import LoopbackGrpcServer
+    from bridging_tf.serving.dev_server import DevGrpcServer as LoopbackGrpcServer
     _, base, vdir = exported
     images = _images(5)
     want = tf.saved_model.load(str(vdir)).signatures["serving_default"](image=tf.constant(images))
@@ -196,3 +199,52 @@ def test_external_rest_attack_reproduces_in_process_private_accuracy(tmp_path):
     a = inproc.get("linear").per_split["unbiased"]["accuracy"]
     b = remote.get("linear").per_split["unbiased"]["accuracy"]
     assert a > 0.5 and abs(a - b) <= 1 / 60 + 1e-9
+
+
+@pytest.fixture(scope="module")
+def tiny_run(mnist_dir, tmp_path_factory):
+    """A smoke-size ``pipelines.run`` job (a colour-leaking vanilla model), run as users do."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    out = tmp_path_factory.mktemp("served") / "run"
+    cmd = [sys.executable, "-m", "pipelines.run", f"--data_dir={mnist_dir}",
+           f"--output_dir={out}", "--method=vanilla", "--train_size=300", "--val_size=100",
+           "--test_size=200", "--epochs=2", "--batch_size=32", "--width=0.25", "--lr=0.01",
+           "--verbose=0"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.realdata
+def test_attack_served_from_run_reproduces_both_protocols_with_no_other_flag(tiny_run, capsys):
+    import json
+
+    from pipelines.attack_served import main
+    inproc = json.loads((tiny_run / "results.json").read_text())["private_accuracy_by_protocol"]
+    assert set(inproc) == {"sound", "paper"}
+    with LoopbackServer(tiny_run / "serving") as server:
+        code = main(["attack_served", f"--url={server.url}", f"--from_run={tiny_run}",
+                     "--verbose=0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    served = json.loads(out.strip().splitlines()[-1])
+    assert served["private_accuracy_sound"] == pytest.approx(inproc["sound"], abs=1e-9)
+    assert served["private_accuracy_paper"] == pytest.approx(inproc["paper"], abs=1e-9)
+    assert served["private_accuracy"] == pytest.approx(inproc["sound"], abs=1e-9)
+    # the run's split sizes were used (not the dataset's defaults: 55,000 training digits)
+    for split, n in (("attack_train_sound", 300), ("attack_train_paper", 300),
+                     ("attack_val", 100), ("unbiased", 200)):
+        assert f"{split}: {n} embeddings over the wire" in out, out
+    assert "sound protocol" in out and "paper protocol" in out
+
+
+@pytest.mark.realdata
+def test_run_export_models_config_holds_no_path_of_this_machine(tiny_run):
+    config = (tiny_run / "serving" / "models.config").read_text()
+    assert 'base_path: "/models/biased_mnist_vanilla"' in config
+    assert str(tiny_run) not in config and str(tiny_run.resolve()) not in config

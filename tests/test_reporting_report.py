@@ -1,5 +1,6 @@
 """Report from synthetic run folders: files exist, tables parse, figures have their CSV."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -158,3 +159,85 @@ def test_face_runs_are_grouped_by_split_and_target_not_rho():
     assert info["rho"] is None and info["split"] == "EB1"
     assert setting_of(info) == "EB1 / age"
     assert run_info({**BASE_DEFAULTS})["rho"] == 0.997
+
+
+# ------------------------------------------------- worst-case leakage and the frontier
+def test_run_row_falls_back_to_the_saved_sound_attacks_for_the_worst_case(runs_dir):
+    # these runs' results.json predate the *_worst keys: computed from attack/main (sound)
+    run = next(r for r in find_runs(runs_dir) if r.name == "end_rho0.997_seed1")
+    row = run_row(run)
+    assert row["private_worst"] == pytest.approx(0.13) and row["private_attacker_worst"] == "linear"
+    assert row["private_advantage_worst"] == pytest.approx((0.13 - 0.1) / 0.9)
+
+
+def test_report_has_worst_case_column_figures_and_frontier(runs_dir):
+    build_report(runs_dir)
+    rep = runs_dir / "report"
+    end = next(r for r in parse_markdown_table((rep / "tables.md").read_text())
+               if r["Method"] == "EnD" and r["ρ"] == "0.997")
+    assert end["Private: worst case"].startswith("12.5 ± ") and end["Private: worst case"].endswith(
+        "(linear)")
+    for name in ("fig4_polar_private_worst.png", "fig5_scatter_private_target_worst.csv",
+                 "fig9_frontier_biased_mnist_0.997.png", "fig9_frontier_biased_mnist_0.997.csv"):
+        assert (rep / name).is_file(), name
+    header = (rep / "tables.csv").read_text().splitlines()[0].split(",")
+    assert "private_worst_mean" in header and "private_attacker_worst" in header
+
+
+def _grid_run(root, method, hparams, seed, target, worst, linear):
+    d = Path(root) / f"{method}_{'_'.join(f'{k}{v}' for k, v in hparams.items())}_seed{seed}"
+    d.mkdir(parents=True)
+    res = {"method": method, "dataset": "biased_mnist", "rho": 0.997, "seed": seed,
+           "target_accuracy": target, "private_accuracy": linear, "hparams": hparams,
+           "private_accuracy_by_protocol": {"sound": linear, "paper": linear},
+           "private_chance": {"uniform": 0.1, "majority": 0.1}, "private_accuracy_mlp": worst,
+           "private_accuracy_worst": worst, "private_attacker_worst": "mlp",
+           "private_balanced_accuracy_worst": worst,
+           "private_advantage_worst": (worst - 0.1) / 0.9, "attack_protocol": "sound"}
+    (d / "results.json").write_text(json.dumps(res))
+
+
+def test_hyperparameter_settings_are_separate_rows_labelled_by_what_varies(tmp_path):
+    for seed in (0, 1):
+        for alpha, target, worst in ((0.1, 0.3, 0.99), (1.0, 0.35, 0.9)):
+            _grid_run(tmp_path, "end", {"alpha": alpha, "beta": 1.0, "pairs": "all"}, seed,
+                      target + 0.01 * seed, worst, 0.2)
+        _grid_run(tmp_path, "vanilla", {}, seed, 0.1, 1.0, 1.0)
+    build_report(tmp_path)
+    rows = {r["Method"]: r for r in parse_markdown_table(
+        (tmp_path / "report" / "tables.md").read_text())}
+    assert set(rows) == {"Vanilla", "EnD (alpha=0.1)", "EnD (alpha=1)"}
+    assert rows["EnD (alpha=1)"]["Private: worst case"] == "90.0 ± 0.0 (mlp)"
+    assert rows["EnD (alpha=0.1)"]["Advantage: worst"] == "0.99 ± 0.00"
+    assert rows["Vanilla"]["Seeds"] == "2"
+
+
+def test_pareto_front_and_frontier_figure(tmp_path):
+    from bridging_tf.reporting.figures import pareto_front, privacy_utility_frontier
+
+    assert pareto_front([(0.9, 0.5), (0.5, 0.4), (0.6, 0.3), (0.5, 0.4), (0.95, 0.5)]) == [0, 1, 3]
+
+    def stat(mean, ci=float("nan"), n=1):
+        return {"mean": mean, "ci": ci, "n": n}
+
+    def row(method, config, target, worst, linear, n=2):
+        empty = {"mean": float("nan"), "ci": float("nan"), "n": 0}
+        return {"method": method, "config": config, "private_attacker_worst": "mlp",
+                "target_accuracy": stat(target, 0.02, n), "private_worst": stat(worst, 0.01, n),
+                "private_sound": stat(linear, 0.01, n) if linear is not None else empty,
+                "private_chance_uniform": stat(0.1), "private_chance_majority": stat(0.12)}
+
+    agg = [row("end", "alpha=0.1", 0.30, 0.99, 0.25), row("end", "alpha=1", 0.35, 0.97, 0.20),
+           row("adversarial", "adv_lambda=1", 0.32, 0.60, None, n=1)]
+    png = privacy_utility_frontier(agg, tmp_path / "frontier.png")
+    assert png.is_file() and png.stat().st_size > 5000
+    lines = list(csv.DictReader((tmp_path / "frontier.csv").open()))
+    worst = {(r["method"], r["config"]): r for r in lines if r["panel"] == "worst"}
+    linear = {(r["method"], r["config"]): r for r in lines if r["panel"] == "linear"}
+    assert {k for k, r in worst.items() if r["pareto"] == "1"} == {("end", "alpha=1"),
+                                                                   ("adversarial", "adv_lambda=1")}
+    assert set(linear) == {("end", "alpha=0.1"), ("end", "alpha=1")}   # no linear number: left out
+    assert {k for k, r in linear.items() if r["pareto"] == "1"} == {("end", "alpha=1")}
+    assert worst[("end", "alpha=1")]["attacker"] == "mlp"
+    assert privacy_utility_frontier([row("end", "", 0.3, 0.9, 0.2, n=0)],
+                                    tmp_path / "none.png") is None

@@ -90,3 +90,107 @@ def test_cli_bad_values_exit_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(e.startswith("error: ") for e in err)
     assert "outside [0, 1]" in err[0] and "--no_such_flag" in err[3]
+
+
+# ------------------------------------------------------------------ --grid (the frontier)
+FRONTIER = {  # (method, strength) -> (target, worst-case private, linear private)
+    ("end", 0.1): (0.30, 0.99, 0.25), ("end", 1.0): (0.35, 0.97, 0.20),
+    ("adversarial", 0.1): (0.25, 0.95, 0.50), ("adversarial", 1.0): (0.32, 0.60, 0.40),
+}
+
+
+def fake_grid_job(calls):
+    def run_job(params, output_dir):
+        calls.append((dict(params), Path(output_dir).name))
+        method = params["method"]
+        strength = params["alpha"] if method == "end" else params["adv_lambda"]
+        target, worst, linear = FRONTIER[(method, strength)]
+        noise = 0.01 * params["seed"]
+        hparams = ({"alpha": strength, "beta": 1.0, "pairs": "all"} if method == "end" else
+                   {"adv_lambda": strength, "adv_steps": 1, "adv_warmup_epochs": 0.0,
+                    "adv_hidden": 256})
+        res = {"method": method, "dataset": "biased_mnist", "rho": params["rho"],
+               "seed": params["seed"], "target_accuracy": target + noise,
+               "private_accuracy": linear, "private_chance": {"uniform": 0.1, "majority": 0.11},
+               "private_accuracy_by_protocol": {"sound": linear, "paper": linear / 2},
+               "private_accuracy_mlp": worst + noise, "private_accuracy_worst": worst + noise,
+               "private_attacker_worst": "mlp", "private_balanced_accuracy_worst": worst,
+               "private_advantage_worst": (worst - 0.1) / 0.9, "hparams": hparams,
+               "attack_protocol": "sound", "epochs": 1, "train_size": 300}
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(res))
+        return res
+    return run_job
+
+
+def test_parse_grid_gives_one_config_per_value_typed_by_the_run_flags():
+    configs = sweep.parse_grid("end:alpha=0.1,1,10;adversarial:lambda=0.5;vanilla;")
+    assert configs == [{"method": "end", "hparams": {"alpha": 0.1}},
+                       {"method": "end", "hparams": {"alpha": 1.0}},
+                       {"method": "end", "hparams": {"alpha": 10.0}},
+                       {"method": "adversarial", "hparams": {"adv_lambda": 0.5}},
+                       {"method": "vanilla", "hparams": {}}]
+    both = sweep.parse_grid("end:alpha=0.1,1:beta=2;adversarial:adv_steps=1,3")
+    assert [c["hparams"] for c in both] == [{"alpha": 0.1, "beta": 2.0},
+                                            {"alpha": 1.0, "beta": 2.0},
+                                            {"adv_steps": 1}, {"adv_steps": 3}]
+    assert isinstance(both[-1]["hparams"]["adv_steps"], int)
+    assert sweep.cell_name("end", 0.997, 1, {"alpha": 0.1}) == "end_alpha0.1_rho0.997_seed1"
+
+
+@pytest.mark.parametrize("grid, needle", [
+    ("end:alpha", "'alpha' in 'end:alpha' is not hparam=v1,v2"),
+    ("nope:alpha=1", "unknown method 'nope' in 'nope:alpha=1'"),
+    ("end:alpha=1;end:lambda=1", "end has no hyper-parameter 'lambda' (in 'end:lambda=1')"),
+    ("end:alpha=1,,2", "'alpha=1,,2' in 'end:alpha=1,,2' has an empty value"),
+    ("end:alpha=big", "alpha=big in 'end:alpha=big'"),
+    ("adversarial:adv_steps=1.5", "adv_steps=1.5 in 'adversarial:adv_steps=1.5'"),
+    (";", "--grid is empty"),
+])
+def test_malformed_grid_is_one_line_naming_the_bad_part(tmp_path, capsys, grid, needle):
+    assert sweep.main(["sweep", f"--output_dir={tmp_path}", f"--grid={grid}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --grid") and needle in err[0], err
+
+
+def test_grid_conflicts_with_methods_and_with_passed_through_hparams(tmp_path, capsys):
+    assert sweep.main(["sweep", f"--output_dir={tmp_path}", "--grid=end:alpha=1",
+                       "--methods=end"]) == 2
+    assert "--grid replaces --methods" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--alpha is set by --grid"):
+        sweep.run_sweep(tmp_path, sweep.parse_grid("end:alpha=1"), [0.997], [0], {"alpha": 2.0},
+                        run_job=fake_grid_job([]), report=False)
+
+
+def test_grid_sweep_runs_each_config_and_summarises_worst_case_leakage(tmp_path):
+    calls = []
+    grid = sweep.parse_grid("end:alpha=0.1,1;adversarial:lambda=0.1,1")
+    out = sweep.run_sweep(tmp_path, grid, [0.997], [0, 1], {"epochs": 1},
+                          run_job=fake_grid_job(calls), report=True)
+    assert out["failed"] == 0 and len(calls) == 8
+    assert calls[0] == ({"epochs": 1, "alpha": 0.1, "method": "end", "seed": 0, "rho": 0.997},
+                        "end_alpha0.1_rho0.997_seed0")
+    assert calls[3][1] == "adversarial_adv_lambda1_rho0.997_seed0"
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    first = rows[0]
+    assert first["hparams"] == "alpha=0.1" and first["private_attacker_worst"] == "mlp"
+    assert float(first["private_accuracy_worst"]) == pytest.approx(0.99)
+    assert float(first["private_advantage_worst"]) == pytest.approx(0.89 / 0.9)
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["grid"]["configs"][3] == {"method": "adversarial", "hparams": {"adv_lambda": 1.0}}
+    agg = {(a["method"], a["config"]): a for a in doc["aggregate"]}
+    assert set(agg) == {("end", "alpha=0.1"), ("end", "alpha=1"), ("adversarial", "adv_lambda=0.1"),
+                        ("adversarial", "adv_lambda=1")}
+    best = agg[("adversarial", "adv_lambda=1")]["private_worst"]
+    assert best["mean"] == pytest.approx(0.605) and best["n"] == 2 and best["ci"] > 0
+    # rerun: every cell is found by its grid name and skipped
+    calls.clear()
+    again = sweep.run_sweep(tmp_path, grid, [0.997], [0, 1], {"epochs": 1},
+                            run_job=fake_grid_job(calls), report=False)
+    assert calls == [] and {r["status"] for r in again["rows"]} == {"skipped"}
+    frontier = (tmp_path / "report" / "fig9_frontier_biased_mnist_0.997.csv").read_text()
+    assert (tmp_path / "report" / "fig9_frontier_biased_mnist_0.997.png").is_file()
+    on_front = {(r["method"], r["config"]) for r in csv.DictReader(frontier.splitlines())
+                if r["panel"] == "worst" and r["pareto"] == "1"}
+    assert on_front == {("adversarial", "adv_lambda=1"), ("end", "alpha=1")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -34,7 +34,8 @@ DEFAULT_OPTIONS = {
 
 def run_attacks(data: AttackInputData,
                 attack_types: Iterable = (AttackType.LINEAR,),
-                seed: int = 0, verbose: int = 1, **options) -> AttackResults:
+                seed: int = 0, verbose: int = 1, protocol: Optional[str] = None,
+                attacker_set: Optional[str] = None, **options) -> AttackResults:
     """Train each requested attacker on ``data.train_*`` and report every eval split.
 
     Options (defaults in ``DEFAULT_OPTIONS``): ``linear_*`` (the paper's probe:
@@ -43,6 +44,10 @@ def run_attacks(data: AttackInputData,
     ``decoder_*`` (epochs, batch, lr, channels, number of sample
     reconstructions kept), ``palette`` (``[K, 3]`` uint8 colours, enables the
     colour-from-reconstruction metric), ``pca_view``, ``save_predictions``.
+
+    ``protocol`` (``"sound"`` / ``"paper"``) and ``attacker_set`` (how the
+    attacker's training split was drawn, e.g. ``"independent ρ=0.1 attacker
+    set"``) are only recorded in ``info`` and named in :meth:`AttackResults.summary`.
 
     Example::
 
@@ -82,6 +87,10 @@ def run_attacks(data: AttackInputData,
                                           data.eval_private[primary], data.private_names)
     info = {"seed": int(seed), "primary_split": primary, "data": data.describe(),
             "private_names": list(data.private_names) if data.private_names else None}
+    if protocol:
+        info["protocol"] = str(protocol)
+    if attacker_set:
+        info["attacker_set"] = str(attacker_set)
     out = AttackResults(results, views, info)
     if verbose:
         print(out.summary())

@@ -33,6 +33,14 @@ JSON_NAME = "attacks.json"
 NPZ_NAME = "attacks.npz"
 FORMAT_VERSION = 1
 
+#: attacker -> the name the summaries print.
+ATTACKER_NAMES = {"linear": "Linear probe", "mlp": "MLP probe (2 hidden layers, early stopping)",
+                  "decoder": "Decoder (reconstruction attack)"}
+#: protocol -> its attacker set, as the summaries print it (Biased-MNIST's two protocols;
+#: ``info["attacker_set"]`` overrides it for a data set whose attacker split differs).
+PROTOCOL_ATTACKER_SETS = {"sound": "independent ρ=0.1 attacker set",
+                          "paper": "ρ=0.999 attacker set, as the reference"}
+
 # Columns of :meth:`AttackResults.to_table` (metric key, header).
 TABLE_COLUMNS = (
     ("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."),
@@ -105,18 +113,34 @@ class AttackResults:
         return None
 
     # --- text -------------------------------------------------------------
+    @property
+    def protocol(self) -> Optional[str]:
+        """The attacker set's protocol (``info["protocol"]``: ``sound``, ``paper``, or None)."""
+        value = self.info.get("protocol")
+        return None if value in (None, "") else str(value)
+
+    def protocol_text(self) -> str:
+        """``"sound protocol (independent ρ=0.1 attacker set)"``, ...; ``""`` if unrecorded."""
+        protocol = self.protocol
+        if protocol is None:
+            return ""
+        text = f"{protocol} protocol"
+        attacker_set = self.info.get("attacker_set") or PROTOCOL_ATTACKER_SETS.get(protocol)
+        return f"{text} ({attacker_set})" if attacker_set else text
+
     def summary(self) -> str:
-        """One human sentence per attack, on the primary split."""
+        """One human sentence per attack, on the primary split, naming attacker and protocol."""
         lines = []
+        protocol = self.protocol_text()
         for r in self.results.values():
             split = self.primary_split if self.primary_split in r.per_split else next(
                 iter(r.per_split), None)
             if split is None:
                 continue
             m = r.per_split[split]
-            name = {"linear": "Linear probe (the paper's attacker)",
-                    "mlp": "MLP probe (2 hidden layers, early stopping)",
-                    "decoder": "Decoder (reconstruction attack)"}[r.attack_type.value]
+            name = ATTACKER_NAMES[r.attack_type.value]
+            if protocol:
+                name = f"{name}, {protocol}"
             pct = lambda k: _pct(m.get(k))  # noqa: E731
             if r.attack_type is AttackType.DECODER:
                 s = (f"{name}: MSE {_num(m.get('mse'))} (PSNR {_num(m.get('psnr'), digits=1)} dB) "

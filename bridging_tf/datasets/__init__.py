@@ -8,7 +8,7 @@ with a one-line message when the data is missing or malformed.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict
+from typing import Callable, Dict, FrozenSet, Optional
 
 from bridging_tf.datasets.base import ArraySplit, DataBundle, Split, normalize_images
 from bridging_tf.errors import UserError
@@ -63,5 +63,28 @@ def load(name: str, **options) -> DataBundle:
     return get_loader(name)(**options)
 
 
+def options(name: str) -> Optional[FrozenSet[str]]:
+    """The keyword options dataset ``name`` reads: the named parameters of its loader
+    (and of its ingestion step, when it has one), read from their signatures.
+
+    ``None`` when a loader takes only ``**kwargs`` (nothing can be said). The CLI
+    refuses an option the chosen dataset does not read instead of ignoring it::
+
+        "image_size" in options("celeba")        # True
+        "image_size" in options("biased_mnist")  # False: Biased-MNIST is always 28x28
+    """
+    import inspect
+
+    funcs = [get_loader(name)]
+    if get_preparer(name) is not None:
+        funcs.append(get_preparer(name))
+    named = set()
+    for func in funcs:
+        for param in inspect.signature(func).parameters.values():
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                named.add(param.name)
+    return frozenset(named) or None
+
+
 __all__ = ["ArraySplit", "DataBundle", "Split", "available", "get_loader", "get_preparer", "load",
-           "normalize_images", "register"]
+           "normalize_images", "options", "register"]

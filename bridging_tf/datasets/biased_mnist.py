@@ -41,7 +41,8 @@ from typing import Optional
 
 import numpy as np
 
-from bridging_tf.datasets.base import ArraySplit, DataBundle
+from bridging_tf.datasets.base import ArraySplit, DataBundle, DeferredSplit, aligned_empty
+from bridging_tf.datasets.checks import check_attack_size, check_attack_split, check_seed
 from bridging_tf.datasets.mnist_source import load_mnist
 from bridging_tf.errors import UserError
 
@@ -56,6 +57,8 @@ TEST_RHOS = {"biased": 1.0, "rho0": 0.0, "unbiased": 0.1}
 ATTACK_PROTOCOLS = ("sound", "paper")
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
+#: The images are always 28x28x3 (there is no ``image_size`` option).
+IMAGE_SIZE = 28
 
 
 def n_aligned(n: int, rho: float) -> int:
@@ -98,15 +101,17 @@ def colourise(digits: np.ndarray, bias: np.ndarray) -> np.ndarray:
     digits = np.asarray(digits)
     # Fill with the background colour, then paint the digit white in place: no
     # broadcast temporaries and no extra astype copy (same bytes as np.where).
-    out = np.empty(digits.shape + (3,), np.uint8)
+    out = aligned_empty(digits.shape + (3,), np.uint8)  # shared with TF without a copy
     out[...] = COLOUR_MAP[np.asarray(bias)][:, None, None, :]
     np.copyto(out, np.uint8(255), where=(digits != 0)[..., None])
     return out
 
 
 def _split(name, digits, labels, rho, rng):
+    """The colours are drawn now (in the seeded order); the images are painted on first use."""
     bias = assign_colours(labels, rho, rng)
-    return ArraySplit(name, colourise(digits, bias), labels, bias, MEAN, STD)
+    return DeferredSplit(name, len(labels), lambda: ArraySplit(
+        name, colourise(digits, bias), labels, bias, MEAN, STD), labels=labels, private=bias)
 
 
 def _subsample(n_total: int, size: Optional[int], rng) -> np.ndarray:
@@ -141,6 +146,8 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
                         ("attack_size", attack_size)):
         if value is not None and int(value) <= 0:
             raise UserError(f"--{flag}={value} must be a positive number of images")
+    check_attack_size(attack_size)
+    seed = check_seed(seed)
     (x_tr, y_tr), (x_te, y_te) = load_mnist(data_dir, allow_download=allow_download)
     if not 0 <= val_size < len(x_tr):
         raise UserError(f"--val_size={val_size} must be in [0, {len(x_tr)})")
@@ -168,6 +175,7 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
     splits["attack_train_paper"] = _split("attack_train_paper", x_pool[att_idx],
                                           y_pool[att_idx], 0.999, r_att_paper)
     splits["attack_train"] = splits[f"attack_train_{attack_protocol}"]
+    check_attack_split(splits["attack_train"].private(), f"Biased-MNIST (seed {seed})")
     if val_size:
         splits["attack_val"] = _split("attack_val", x_tr[val_idx], y_tr[val_idx], 0.1, r_attv)
     test_idx = _subsample(len(x_te), test_size, r_sub)
@@ -186,6 +194,7 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
     }
     return DataBundle(
         name="biased_mnist", splits=splits, eval_splits=("unbiased", "biased", "rho0"),
-        primary_eval="unbiased", num_classes=10, num_private=10, image_shape=(28, 28, 3),
+        primary_eval="unbiased", num_classes=10, num_private=10,
+        image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
         mean=MEAN, std=STD, private_names=COLOUR_NAMES,
         class_names=tuple(str(d) for d in range(10)), metadata=metadata)

@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle, Split
+from bridging_tf.datasets.checks import check_attack_size, check_attack_split, check_seed
 from bridging_tf.errors import DataError, UserError
 
 ATTRIBUTES = (
@@ -92,6 +94,10 @@ def read_attributes(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
             raise DataError(f"{path} is too short: expected a count line and an "
                             f"attribute-name line")
         names, body, first = lines[1].split(), [ln.split() for ln in lines[2:]], 3
+        count = lines[0].strip()
+        if not count.isdigit():
+            raise DataError(f"{path} line 1: expected the number of image rows, got "
+                            f"{count[:40]!r}")
     files, values = [], []
     for i, row in enumerate(body):
         if not row or not "".join(row).strip():
@@ -107,6 +113,12 @@ def read_attributes(path: str) -> Tuple[List[str], np.ndarray, np.ndarray]:
         values.append(vals)
     if not files:
         raise DataError(f"{path} holds no attribute rows")
+    if not path.endswith(".csv") and len(files) != int(count):
+        raise DataError(f"{path}: its first line says {int(count)} image rows, found "
+                        f"{len(files)} (file cut short or edited?)")
+    if len(set(files)) != len(files):
+        dup = next(f for f, n in Counter(files).items() if n > 1)
+        raise DataError(f"{path}: image {dup} is listed more than once")
     return names, np.asarray(files, dtype=object), (np.asarray(values) == 1).astype(np.uint8)
 
 
@@ -169,6 +181,10 @@ class TFDSSplit(Split):
         self.image_size = int(image_size)
         self.mean, self.std = faces.IMAGENET_MEAN, faces.IMAGENET_STD
         self.cache = cache
+        self._memory = None
+
+    def in_memory(self):
+        return faces.materialize(self)
 
     def labels(self) -> np.ndarray:
         return self._labels
@@ -337,6 +353,8 @@ def load_celeba(data_dir=None, target: Optional[str] = "Blond_Hair",
       cache: see :class:`~bridging_tf.datasets.faces.FileSplit`.
     """
     size = faces.check_image_size(image_size)
+    seed = check_seed(seed)
+    check_attack_size(attack_size)
     target = target or "Blond_Hair"
     private = private or "Male"
     if not 0.0 < float(holdout_fraction) < 1.0:
@@ -406,6 +424,7 @@ def load_celeba(data_dir=None, target: Optional[str] = "Blond_Hair",
     splits["unbiased"] = split("unbiased", unbiased_idx)
     splits["bias_conflicting"] = split("bias_conflicting", conflicting_idx)
     faces.require_nonempty(splits, f"CelebA ({target} / {private}) in {where}")
+    check_attack_split(p[attack_idx], f"CelebA ({target} / {private}) in {where}")
 
     inv = "(inverted)" if private == INVERTED_PRIVATE else ""
     group_names = [f"{target}={g // 2},{private}{inv}={g % 2}" for g in range(4)]

@@ -35,7 +35,16 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from bridging_tf.datasets.base import AUTOTUNE, DataBundle, Split, normalize_images
+from bridging_tf.datasets.base import (
+    AUTOTUNE,
+    ArraySplit,
+    DataBundle,
+    Split,
+    aligned_empty,
+    flip_left_right,
+    normalize_images,
+)
+from bridging_tf.datasets.checks import check_attack_split
 from bridging_tf.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -271,12 +280,17 @@ class FileSplit(Split):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.cache = cache
+        self._memory = None
+        self._elements = None
 
     def labels(self) -> np.ndarray:
         return self._labels
 
     def private(self) -> np.ndarray:
         return self._private
+
+    def in_memory(self):
+        return materialize(self)
 
     def subset(self, indices, name: Optional[str] = None) -> "FileSplit":
         idx = np.asarray(indices, np.int64)
@@ -295,16 +309,49 @@ class FileSplit(Split):
 
     def dataset(self, batch_size, *, shuffle=False, seed=0, augment=False,
                 drop_remainder=False, repeat=False, normalize=True):
-        boxes = (self.boxes if self.boxes is not None
-                 else np.zeros((self.size, 4), np.float32))
-        ds = tf.data.Dataset.from_tensor_slices((
-            (self.paths.astype(str), boxes),
-            {"label": self._labels, "private": self._private}))
+        if self._elements is None:  # one set of tensors shared by every pipeline of the split
+            boxes = (self.boxes if self.boxes is not None
+                     else np.zeros((self.size, 4), np.float32))
+            self._elements = ((tf.constant(self.paths.astype(str)), tf.constant(boxes)),
+                              {"label": tf.constant(self._labels),
+                               "private": tf.constant(self._private)})
+        ds = tf.data.Dataset.from_tensor_slices(self._elements)
         return batch_pipeline(
             ds, lambda xb, y: (self.load_image(xb[0], xb[1]), y), self.size,
             cache=self._cache_mode(), cheap_elements=True, batch_size=batch_size,
             shuffle=shuffle, seed=seed, augment=augment, drop_remainder=drop_remainder,
             repeat=repeat, normalize=normalize, mean=self.mean, std=self.std)
+
+
+def materialize(split) -> Optional[ArraySplit]:
+    """A face split whose images fit the in-memory cache, decoded once into one uint8 array.
+
+    Returns ``None`` when the split streams (no cache, or an on-disk cache prefix).
+    The decoded split is kept on ``split`` (``split._memory``) and reused by every
+    training epoch: one copy of the images however many epochs run, flipped with
+    seeded stateless flips (:func:`~bridging_tf.datasets.base.flip_left_right`).
+    """
+    if split._memory is not None:
+        return split._memory
+    if cache_mode(split.cache, split.size, split.image_size) != "":
+        return None
+    import copy
+
+    streaming = copy.copy(split)
+    streaming.cache = None  # decode straight into the array, no second copy in a cache
+    streaming._memory = None
+    s = split.image_size
+    images = aligned_empty((split.size, s, s, 3), np.uint8)
+    i = 0
+    for x, _y in streaming.dataset(256, normalize=False):
+        x = x.numpy()
+        images[i:i + len(x)] = x
+        i += len(x)
+    if i != split.size:
+        raise DataError(f"split {split.name!r}: decoded {i} images, expected {split.size}")
+    split._memory = ArraySplit(split.name, images, split.labels(), split.private(),
+                               split.mean, split.std, augment_fn=flip_left_right)
+    return split._memory
 
 
 def cache_mode(cache, size: int, image_size: int):
@@ -425,6 +472,7 @@ def eb_protocol(paths, age, female, *, split, target, image_size, seed, test_fra
                           train=train_idx, val=val_idx, attack=attack_idx, test=test_idx,
                           other=other_idx)
     require_nonempty(splits, what)
+    check_attack_split(splits["attack_train"].private(), what)
     meta = {"ages_usable": int(len(idx)), "ages_30_39_or_out_of_range": int((~usable).sum()),
             "test_fraction": float(test_fraction), "eb_pool": int(len(pool_idx)),
             "eb_pool_sizes": {"EB1": int(eb["EB1"].sum()), "EB2": int(eb["EB2"].sum())}}

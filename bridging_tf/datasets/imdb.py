@@ -39,6 +39,7 @@ import numpy as np
 
 from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle
+from bridging_tf.datasets.checks import check_attack_size, check_attack_split, check_seed
 from bridging_tf.errors import DataError
 
 CSV_NAMES = ("EB1.csv", "EB2.csv", "test.csv")
@@ -264,6 +265,7 @@ def _load_csv_layout(root, *, split, target, image_size, seed, train_size, test_
     splits = faces.build_splits(paths, label, private, None, image_size, cache, train=train,
                                 val=n1 + n2 + t_held, attack=attack, test=test, other=other_idx)
     faces.require_nonempty(splits, f"IMDB {split} CSVs in {root}")
+    check_attack_split(splits["attack_train"].private(), f"IMDB {split} CSVs in {root}")
     meta = {"layout": "csv (EB1.csv/EB2.csv/test.csv)", "csv_folder": root,
             "csv_female_code": fcode, "rows": {n: int(len(d[0])) for n, d in data.items()},
             "dropped_rows": dropped, "skipped_unreadable": unreadable}
@@ -315,6 +317,8 @@ def load_imdb(data_dir=None, split: str = "EB1", target: Optional[str] = "age",
     """
     data_dir, size, split, target = faces.check_eb_options(data_dir, image_size, split, target,
                                                           private, test_fraction)
+    seed = check_seed(seed)
+    check_attack_size(attack_size)
     layout, root, mat = _find_layout(data_dir)
     common = dict(split=split, target=target, image_size=size, seed=seed,
                   train_size=train_size, test_size=test_size, attack_size=attack_size,

@@ -62,6 +62,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from bridging_tf.datasets import dicom
+from bridging_tf.datasets.checks import check_seed
 from bridging_tf.errors import DataError, UserError
 
 STUDY_CSV = "train_study_level.csv"
@@ -156,6 +157,49 @@ def _mp_context(start_method: Optional[str] = None):
     return multiprocessing.get_context(start_method)
 
 
+#: Seconds between two looks of a pool worker's watchdog at its parent process.
+WATCHDOG_INTERVAL_S = 1.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Pool worker start-up: die with the parent, never linger as an orphan.
+
+    A killed ingestion (``kill -9``, an OOM kill) used to leave its workers blocked
+    on the task queue forever, parented to PID 1. On Linux the kernel is asked to
+    SIGKILL the worker when its parent dies (``prctl(PR_SET_PDEATHSIG)`` through
+    ctypes); everywhere a daemon thread also checks the parent PID every
+    :data:`WATCHDOG_INTERVAL_S` and exits the worker once it changed (the parent
+    is gone and the worker was re-parented). The workers only convert files and
+    return results, so nothing is lost by ending them abruptly. (The kernel signal
+    follows the *thread* that started the worker: :func:`prepare_siim`'s own, which
+    shuts its pool down before it returns.)
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no libc prctl: the watchdog below still works
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="siim-parent-watchdog").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(WATCHDOG_INTERVAL_S)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
 def _cpu_seconds() -> float:
     """User+system CPU of this process and its reaped children (the pool's workers)."""
     import resource
@@ -184,6 +228,17 @@ def _ordered_map(pool, fn, items: Iterable, window: int):
 
 # --------------------------------------------------------------------------- split
 
+def _check_fractions(fractions) -> None:
+    try:
+        values = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 3 or not all(np.isfinite(values)) or any(f < 0 for f in values) \
+            or not np.isclose(sum(values), 1.0):
+        raise UserError(f"split_fractions={fractions}: need three non-negative fractions "
+                        "summing to 1")
+
+
 def split_patients(patient_keys: Sequence[str], seed: int = 0,
                    fractions: Sequence[float] = SPLIT_FRACTIONS) -> dict:
     """patient key -> split name, 85/5/10 of the *patients*, seeded.
@@ -194,9 +249,7 @@ def split_patients(patient_keys: Sequence[str], seed: int = 0,
     """
     keys = sorted(set(patient_keys))
     n = len(keys)
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise UserError(f"split_fractions={fractions}: need three non-negative fractions "
-                        "summing to 1")
+    _check_fractions(fractions)
     order = np.random.default_rng(int(seed)).permutation(n)
     n_val = int(round(fractions[1] * n))
     n_test = int(round(fractions[2] * n))
@@ -275,9 +328,10 @@ def prepare_siim(data_dir, output_dir, /, *, image_size: int = 448, bit_depth: i
       voi: apply the VOI LUT / window before min-max scaling.
       seed: patient split seed.  salt: key of the study hash (see module doc).
       workers: processes for header reading and pixel conversion (1 = inline;
-        default: the CPU count, at most 8).
-      examples_per_shard: records per TFRecord shard.
-      max_images: convert at most this many usable images (quick runs).
+        default: the CPU count, at most 8). They exit when this process dies
+        (:func:`_worker_init`).
+      examples_per_shard: records per TFRecord shard (at least 1).
+      max_images: convert at most this many usable images (quick runs; at least 1).
       start_method: multiprocessing start method of the pool (default ``fork`` where
         available, else ``spawn``).
       **unused: other loader options (``data_dir`` again, ``train_size``...) are ignored.
@@ -290,12 +344,26 @@ def prepare_siim(data_dir, output_dir, /, *, image_size: int = 448, bit_depth: i
         m["counts"]["written"], m["counts"]["skipped"]["sex_other"]
     """
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    if data_dir in (None, ""):
+        raise UserError("--data_dir is required for --dataset=siim (the competition folder)")
+    if output_dir in (None, ""):
+        raise UserError("--output_dir is required (where the shards go)")
+    data_dir, output_dir = Path(data_dir).expanduser(), Path(output_dir).expanduser()
     if bit_depth not in (8, 16):
         raise UserError(f"bit_depth={bit_depth}: choose 8 or 16")
     image_size = int(image_size or 0)
     if image_size < 0:
         raise UserError(f"--image_size={image_size} must be positive")
+    if int(examples_per_shard) < 1:
+        raise UserError(f"--examples_per_shard={examples_per_shard} must be at least 1")
+    if workers is not None and int(workers) < 0:
+        raise UserError(f"--workers={workers} must be >= 0 (0 = one per CPU, at most 8)")
+    if max_images is not None and int(max_images) < 1:
+        raise UserError(f"max_images={max_images} must be at least 1")
+    if salt is not None and not str(salt).strip():
+        raise UserError("--salt is empty; pass a secret, or leave it out for a random one")
+    seed = check_seed(seed)
+    _check_fractions(split_fractions)
     workers = max(1, int(workers if workers else min(os.cpu_count() or 1, 8)))
     train_dir = data_dir / "train"
     if not train_dir.is_dir():
@@ -348,7 +416,8 @@ def prepare_siim(data_dir, output_dir, /, *, image_size: int = 448, bit_depth: i
         stale.unlink(missing_ok=True)
     writers = {s: _ShardWriter(output_dir, s, examples_per_shard) for s in SPLITS}
     ctx = _mp_context(start_method)
-    pool = cf.ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else None
+    pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                  initargs=(os.getpid(),)) if workers > 1 else None
     window = 4 * workers
     try:
         # 2. headers (cheap): patient, sex, transfer syntax, pixel presence

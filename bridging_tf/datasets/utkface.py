@@ -35,6 +35,7 @@ import numpy as np
 
 from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle
+from bridging_tf.datasets.checks import check_attack_size, check_seed
 from bridging_tf.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ def load_utkface(data_dir=None, split: str = "EB1", target: Optional[str] = "age
     """
     data_dir, size, split, target = faces.check_eb_options(data_dir, image_size, split, target,
                                                           private, test_fraction)
+    seed = check_seed(seed)
+    check_attack_size(attack_size)
     folder = image_folder(data_dir)
     paths, age, gender, _race, malformed = index_folder(folder)
     if len(paths) == 0:

@@ -11,10 +11,12 @@ import importlib
 from typing import Dict
 
 from bridging_tf.errors import UserError
+from bridging_tf.methods.adversarial import AdversarialModel, GradientReversal
 from bridging_tf.methods.base import DebiasModel, add_coupled_weight_decay, cross_entropy
 from bridging_tf.methods.biased import BiasedBranchModel, BiasedModel
 from bridging_tf.methods.end import EnDModel, EnDRegularizer, end_orthogonal, end_parallel
 from bridging_tf.methods.hsic import RbfHSIC, hsic_unbiased
+from bridging_tf.methods.hsic_private import HSICPrivateModel, PrivateHSIC
 from bridging_tf.methods.learned_mixin import LearnedMixinModel
 from bridging_tf.methods.rebias import ReBiasModel
 from bridging_tf.methods.rubi import RUBiModel
@@ -28,6 +30,9 @@ _REGISTRY: Dict[str, str] = {
     "rubi": "bridging_tf.methods.rubi:RUBiModel",
     "learned_mixin": "bridging_tf.methods.learned_mixin:LearnedMixinModel",
     "rebias": "bridging_tf.methods.rebias:ReBiasModel",
+    # privacy methods (beyond the paper): remove what a non-linear attacker could read
+    "adversarial": "bridging_tf.methods.adversarial:AdversarialModel",
+    "hsic_private": "bridging_tf.methods.hsic_private:HSICPrivateModel",
 }
 
 
@@ -55,7 +60,10 @@ def build_method(name: str, *, backbone, num_classes: int, num_private: int,
         if biased_backbone is None:
             raise UserError(f"--method={name} needs a biased backbone g for this dataset")
         kwargs["biased_backbone"] = biased_backbone
-    return cls(backbone, weight_decay=weight_decay, **kwargs)
+    try:
+        return cls(backbone, weight_decay=weight_decay, **kwargs)
+    except ValueError as err:  # a bad hyper-parameter value: one line naming it
+        raise UserError(f"--method={name}: {err}") from None
 
 
 def all_hparams() -> dict:
@@ -73,7 +81,8 @@ def get_method_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["BiasedBranchModel", "BiasedModel", "LearnedMixinModel", "RUBiModel", "RbfHSIC",
+__all__ = ["AdversarialModel", "BiasedBranchModel", "BiasedModel", "GradientReversal",
+           "HSICPrivateModel", "LearnedMixinModel", "PrivateHSIC", "RUBiModel", "RbfHSIC",
            "ReBiasModel", "hsic_unbiased",
            "DebiasModel", "EnDModel", "EnDRegularizer", "VanillaModel", "add_coupled_weight_decay",
            "all_hparams", "available", "build_method", "cross_entropy", "end_orthogonal",

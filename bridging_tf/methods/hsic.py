@@ -19,6 +19,9 @@ kernels) and ``1ᵀK̃L̃1 = (K̃1)·(L̃1)``, so there is no ``m×m`` matmul.
 Batches with fewer than 4 samples have no unbiased estimate; the value is 0
 there (a ragged last batch then contributes nothing).
 
+:func:`delta_kernel` (``L_ij = 1[p_i = p_j]``) is the kernel on a class label
+that ``hsic_private`` pairs with the RBF kernel on the bottleneck.
+
 Example::
 
     value = hsic_unbiased(h_f, h_g, sigma_x=1.0, sigma_y=1.0)   # scalar
@@ -66,6 +69,13 @@ def rbf_kernel(x, sigma=1.0):
     if sigma is None:
         sigma = median_sigma(d2)
     return ops.exp(-d2 / (2.0 * ops.square(ops.cast(sigma, d2.dtype))))
+
+
+def delta_kernel(labels, num_classes: int):
+    """Delta kernel on integer labels: ``L_ij = 1[labels_i == labels_j]`` (float32, ``m×m``)."""
+    onehot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), int(num_classes),
+                         dtype="float32")
+    return ops.matmul(onehot, ops.transpose(onehot))
 
 
 def hsic_unbiased_from_kernels(kx, ky):

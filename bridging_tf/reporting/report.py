@@ -148,6 +148,21 @@ def _eb_grids(runs: List[Run], out: Path, notes: List[str], columns: int = 10) -
     return files
 
 
+def _frontier_figures(agg: List[dict], out: Path) -> List[Path]:
+    """Fig. 9: the privacy–utility frontier of each (dataset, setting)."""
+    files = []
+    groups: "OrderedDict[tuple, List[dict]]" = OrderedDict()
+    for a in agg:
+        groups.setdefault((a["dataset"], a["setting"]), []).append(a)
+    for (dataset, setting), members in groups.items():
+        p = figures.privacy_utility_frontier(
+            members, out / f"fig9_frontier_{_slug(dataset)}_{_slug(setting)}.png",
+            title=f"{dataset} {setting}: privacy–utility frontier (up and left is better)")
+        if p is not None:
+            files.append(p)
+    return files
+
+
 def build_report(runs_dir, out_dir=None, data_dir=None) -> Dict[str, object]:
     """Read every run under ``runs_dir``; write tables and figures to ``out_dir``.
 
@@ -170,12 +185,13 @@ def build_report(runs_dir, out_dir=None, data_dir=None) -> Dict[str, object]:
         _write(out / "tables.csv", tables.aggregate_csv(agg)),
         _write(out / "tables.json", tables.aggregate_json(agg)),
     ]
-    for protocol in ("sound", "paper"):
+    for protocol in ("sound", "paper", "worst"):
         for fn, stem in ((figures.polar_private, "fig4_polar_private"),
                          (figures.scatter_private_target, "fig5_scatter_private_target")):
             p = fn(agg, out / f"{stem}_{protocol}.png", protocol=protocol)
             if p is not None:
                 files.append(p)
+    files += _frontier_figures(agg, out)
     files += _recon_figures(runs, out, notes)
     files += _gaussian_figures(runs, out)
     files += _mnist_grid(runs, out, data_dir, notes)

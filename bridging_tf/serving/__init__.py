@@ -1,16 +1,19 @@
-"""Clients for an encoder served by TF Serving (REST and gRPC), and a loopback server.
+"""Clients for an encoder served by TF Serving (REST and gRPC).
 
 - :class:`RestClient` — ``POST /v1/models/<name>[/versions/N]:predict`` in TF
   Serving's documented JSON (columnar ``inputs`` / ``outputs``);
 - :class:`GrpcClient` — ``PredictionService/Predict`` via ``tensorflow-serving-api``;
 - :func:`make_client` — picks one from the URL (``http://`` or ``grpc://``);
-- :class:`LoopbackServer` / :class:`LoopbackGrpcServer` — small 127.0.0.1-only
-  servers answering the same REST / gRPC API from an exported SavedModel
-  (tests, local demos; the real ``tensorflow_model_server`` is what production uses).
 
-Both clients batch requests, time out, retry transient failures (down,
-timeout, 5xx / UNAVAILABLE) a bounded number of times with exponential
-backoff, and raise :class:`ServingError` with one line on failure.
+Both clients batch requests, give each request a total deadline (``timeout``:
+connect, send and the whole answer; ``deadline`` bounds a whole call with its
+retries), cap the answer's size (``max_response_bytes``), retry transient
+failures (refused or reset connections, cut-short answers, timeouts,
+5xx / 429 / UNAVAILABLE) a bounded number of times with exponential backoff,
+and raise :class:`ServingError` with one line on every failure.
+
+A development stand-in for ``tensorflow_model_server`` (127.0.0.1 only) lives
+in :mod:`bridging_tf.serving.dev_server`; it is deliberately not exported here.
 
 Example::
 
@@ -19,8 +22,5 @@ Example::
 """
 
 from bridging_tf.serving.client import GrpcClient, RestClient, ServingError, make_client, parse_url
-from bridging_tf.serving.loopback import LoopbackGrpcServer, LoopbackServer
 
-__all__ = ["GrpcClient", "LoopbackGrpcServer", "LoopbackServer", "RestClient", "ServingError",
-           "make_client",
-           "parse_url"]
+__all__ = ["GrpcClient", "RestClient", "ServingError", "make_client", "parse_url"]

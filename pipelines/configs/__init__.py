@@ -5,9 +5,15 @@ A preset holds flag values (keys are flag names: ``optimizer``, ``lr``,
 generic defaults for that dataset; a flag the user sets explicitly always
 wins. Adding a dataset preset needs no edit elsewhere.
 
+A preset may also define ``SCALES = {"cpu": {...}, "smoke": {...}}``: the flags the
+smaller recipes change (``--scale=cpu``: reaches the paper's regime on 2 CPU cores;
+``--scale=smoke``: seconds, for tests and the notebook). ``--scale=paper`` (the
+default) is ``DEFAULTS`` alone.
+
 Example (``pipelines/configs/siim.py``)::
 
     DEFAULTS = {"optimizer": "sgd", "lr": 0.1, "batch_size": 16, "lr_schedule": "plateau"}
+    SCALES = {"smoke": {"image_size": 64, "epochs": 1}}
 """
 
 from __future__ import annotations
@@ -15,28 +21,54 @@ from __future__ import annotations
 import importlib
 import re
 
+SCALES = ("paper", "cpu", "smoke")
 
-def load_preset(dataset: str) -> dict:
-    """The ``DEFAULTS`` of ``pipelines/configs/<dataset>.py`` (``{}`` when there is none)."""
+
+def _module(dataset: str):
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", dataset or ""):
-        return {}
+        return None
     try:
-        module = importlib.import_module(f"pipelines.configs.{dataset}")
+        return importlib.import_module(f"pipelines.configs.{dataset}")
     except ModuleNotFoundError as err:
         if err.name == f"pipelines.configs.{dataset}":
-            return {}
+            return None
         raise
-    return dict(getattr(module, "DEFAULTS", {}))
+
+
+def load_preset(dataset: str, scale: str = "paper") -> dict:
+    """The flags of ``pipelines/configs/<dataset>.py`` at ``scale`` (``{}`` when there is none).
+
+    ``DEFAULTS`` is the published recipe (``scale="paper"``); ``SCALES[scale]`` holds
+    only what the smaller recipe changes on top of it.
+    """
+    module = _module(dataset)
+    if module is None:
+        return {}
+    out = dict(getattr(module, "DEFAULTS", {}))
+    if scale != "paper":
+        scales = getattr(module, "SCALES", {})
+        if scale not in scales:
+            from bridging_tf.errors import UserError
+            raise UserError(f"--scale={scale}: no {scale!r} recipe for --dataset={dataset} "
+                            f"(pipelines/configs/{dataset}.py has "
+                            f"{', '.join(['paper', *scales]) or 'none'})")
+        out.update(scales[scale])
+    return out
 
 
 def resolve(base: dict, explicit: dict) -> dict:
-    """``base`` defaults <- the preset of the chosen dataset <- ``explicit`` values."""
+    """``base`` defaults <- the dataset's recipe at the chosen scale <- ``explicit`` values."""
     dataset = explicit.get("dataset", base.get("dataset"))
+    scale = explicit.get("scale", base.get("scale", "paper"))
+    if scale not in SCALES:
+        from bridging_tf.errors import UserError
+        raise UserError(f"--scale={scale!r}: choose one of {', '.join(SCALES)}")
     out = dict(base)
-    preset = load_preset(dataset)
+    preset = load_preset(dataset, scale)
     unknown = sorted(set(preset) - set(base))
     if unknown:
         raise ValueError(f"pipelines/configs/{dataset}.py sets unknown flag(s): {unknown}")
     out.update(preset)
     out.update(explicit)
+    out["scale"] = scale
     return out

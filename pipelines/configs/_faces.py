@@ -17,3 +17,10 @@ FACE_RECIPE = {
     "batch_size": 256,
     "epochs": 50,
 }
+
+#: Smaller face recipes (``--scale``): 64-pixel inputs and a quarter-width ResNet-18 on a
+#: CPU (what the README's face runs use), 32 pixels and one epoch for a smoke test.
+FACE_SCALES = {
+    "cpu": {"image_size": 64, "width": 0.25, "batch_size": 64, "epochs": 8, "lr": 1e-3},
+    "smoke": {"image_size": 32, "width": 0.125, "batch_size": 32, "epochs": 1, "lr": 1e-3},
+}

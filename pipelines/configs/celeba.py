@@ -15,7 +15,7 @@ Example::
         --alpha=6 --beta=1 --data_dir=/data/celeba
 """
 
-from pipelines.configs._faces import FACE_RECIPE
+from pipelines.configs._faces import FACE_RECIPE, FACE_SCALES
 
 DEFAULTS = {
     **FACE_RECIPE,
@@ -24,3 +24,5 @@ DEFAULTS = {
     "alpha": 25.0,
     "beta": 36.0,
 }
+
+SCALES = FACE_SCALES

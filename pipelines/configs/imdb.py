@@ -13,10 +13,12 @@ Example::
     python -m pipelines.run --dataset=imdb --method=vanilla --target=gender --data_dir=/data/imdb
 """
 
-from pipelines.configs._faces import FACE_RECIPE
+from pipelines.configs._faces import FACE_RECIPE, FACE_SCALES
 
 DEFAULTS = {
     **FACE_RECIPE,
     "split": "EB1",
     "target": "age",
 }
+
+SCALES = FACE_SCALES

@@ -50,3 +50,10 @@ DEFAULTS = {
     "alpha": END_WEIGHTS["low"],
     "beta": END_WEIGHTS["low"],
 }
+
+#: Smaller recipes (``--scale``; DenseNet-121 has fixed widths): 128-pixel X-rays with a
+#: 20-epoch bound on a CPU; 64 pixels and one epoch for a smoke test.
+SCALES = {
+    "cpu": {"image_size": 128, "epochs": 20},
+    "smoke": {"image_size": 64, "batch_size": 8, "epochs": 1},
+}

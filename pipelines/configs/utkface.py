@@ -10,10 +10,12 @@ Example::
     python -m pipelines.run --dataset=utkface --method=vanilla --split=EB2 --data_dir=/data/utkface
 """
 
-from pipelines.configs._faces import FACE_RECIPE
+from pipelines.configs._faces import FACE_RECIPE, FACE_SCALES
 
 DEFAULTS = {
     **FACE_RECIPE,
     "split": "EB1",
     "target": "age",
 }
+
+SCALES = FACE_SCALES
