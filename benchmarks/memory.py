@@ -14,7 +14,7 @@ Cases (``quick``/``full`` modes of ``python -m benchmarks.run --sections=memory`
   (55,000 digits, width 1, batch 256), 2 vs 80 epochs, time-boxed;
 - ``small_80ep``: 80 real epochs (train_size 5,000, width 0.25) to see any growth
   per epoch (RSS after epoch 2 vs after epoch 80);
-- ``face_3ep``: UTKFace at 224 px (width 0.25), 3 epochs: RSS per epoch.
+- ``face_6ep``: UTKFace at 224 px (width 0.25), 6 epochs: RSS per epoch.
 """
 
 from __future__ import annotations
@@ -109,8 +109,8 @@ def cases(mode: str, data_dir: Path, work: Path) -> List[tuple]:
         ("small_80ep", base + ["--epochs=80", "--train_size=5000", "--width=0.25",
                                "--val_size=1000", "--test_size=1000",
                                f"--output_dir={work}/s80"], None),
-        ("face_3ep", [f"--data_dir={utk}", "--dataset=utkface", "--method=end",
-                      "--attacks=linear", "--verbose=2", "--epochs=3", "--width=0.25",
+        ("face_6ep", [f"--data_dir={utk}", "--dataset=utkface", "--method=end",
+                      "--attacks=linear", "--verbose=2", "--epochs=6", "--width=0.25",
                       "--batch_size=64", f"--output_dir={work}/f3"], None),
     ]
 
@@ -139,8 +139,8 @@ def section(mode: str, data_dir: Path, only: Optional[str] = None) -> Dict:
         derived["small_rss_last_epoch_mib"] = e[-1]["rss_mib"]
         derived["small_growth_per_epoch_mib"] = round(
             (e[-1]["rss_mib"] - e[1]["rss_mib"]) / max(1, len(e) - 2), 2)
-    if "face_3ep" in out and len(out["face_3ep"]["epochs_seen"]) >= 2:
-        e = out["face_3ep"]["epochs_seen"]
+    if "face_6ep" in out and len(out["face_6ep"]["epochs_seen"]) >= 2:
+        e = out["face_6ep"]["epochs_seen"]
         derived["face_rss_by_epoch_mib"] = [r["rss_mib"] for r in e]
         derived["face_growth_per_epoch_mib"] = round(
             (e[-1]["rss_mib"] - e[0]["rss_mib"]) / max(1, len(e) - 1), 2)

@@ -482,7 +482,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument(
         "--memory_cases",
         default=None,
-        help="memory section: comma list of default_2ep,default_80ep,small_80ep,face_3ep",
+        help="memory section: comma list of default_2ep,default_80ep,small_80ep,face_6ep",
     )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(

@@ -127,3 +127,13 @@ def test_differing_flags_ignores_display_only_flags():
     assert differing_flags(rec, {"epochs": 2, "verbose": 2, "lr": 1e-3, "data_dir": None}) == []
     assert differing_flags(rec, {"epochs": 3, "lr": 1e-3}) == [("epochs", 2, 3)]
     assert differing_flags({}, {"epochs": 3}) == []  # a record from an older version
+
+
+@pytest.mark.realdata
+def test_a_diverging_run_fails_in_the_train_step_naming_the_learning_rate(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _run([f"--data_dir={mnist_dir}", f"--output_dir={out}", *SMOKE, "--lr=1e12"])
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    err = proc.stderr.strip()
+    assert "\n" not in err and "training diverged" in err and "--lr=1e+12" in err
+    assert not (out / "model" / "artifact.json").exists()  # never saved as a finished model
