@@ -20,8 +20,9 @@ Prints a table and writes JSON (default ``benchmarks/results.json``) with:
 Modes: ``--tiny`` (smoke test: toy sizes, seconds), ``--quick`` (the real
 sizes, 3 rounds, a few minutes on 2 cores), default (5 rounds × 2 steps, the
 diagnostics, 3 attack repeats; < 30 minutes on 2 cores).
-A missing piece (a method or module another issue has not landed yet) is
-skipped with the reason printed and recorded — never a made-up number.
+A piece that cannot run here (no GPU, no MNIST, a method that fails to build) is
+skipped with the reason printed and recorded — never a made-up number. The baseline
+the docs quote is ``benchmarks/baseline.json`` (``render_table`` prints it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import time
 import traceback
 from pathlib import Path
 from typing import Dict, List
+
+from bridging_tf.fileio import write_text
+from bridging_tf.markdown import markdown_table
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -125,7 +129,7 @@ TARGETS = {
 
 
 class Skip(RuntimeError):
-    """A section that cannot run here (no GPU, missing module, tiny mode): reason only."""
+    """A section that cannot run here (no GPU, no data, tiny mode): reason only."""
 
 
 def log(msg: str) -> None:
@@ -385,21 +389,15 @@ def render_table(results: Dict) -> str:
             f", numpy {_f(npm.get('gflops_per_s_median'), '{:.1f}')} GFLOP/s; medians of "
             f"{st['rounds']} rounds)"
         )
-        lines.append(
-            "| case | img/s | s/step | GFLOP/step | GFLOP/s | ÷ TF matmul | ÷ best matmul "
-            "| × vanilla | trace s |"
-        )
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for name, r in st["cases"].items():
-            if name.startswith("matmul"):
-                continue
-            lines.append(
-                f"| {name} | {_f(r.get('images_per_s_median'), '{:.1f}')} | "
-                f"{_f(r['seconds_per_step_median'])} | {_f(r['gflops_per_step'], '{:.1f}')} | "
-                f"{_f(r['gflops_per_s_median'], '{:.1f}')} | {_f(r.get('ratio_to_matmul'))} | "
-                f"{_f(r.get('ratio_to_best_matmul'))} | "
-                f"{_f(r.get('time_vs_vanilla'))} | {_f(r['trace_and_first_step_s'], '{:.1f}')} |"
-            )
+        lines += markdown_table(
+            ["case", "img/s", "s/step", "GFLOP/step", "GFLOP/s", "÷ TF matmul", "÷ best matmul",
+             "× vanilla", "trace s"],
+            [[name, _f(r.get("images_per_s_median"), "{:.1f}"), _f(r["seconds_per_step_median"]),
+              _f(r["gflops_per_step"], "{:.1f}"), _f(r["gflops_per_s_median"], "{:.1f}"),
+              _f(r.get("ratio_to_matmul")), _f(r.get("ratio_to_best_matmul")),
+              _f(r.get("time_vs_vanilla")), _f(r["trace_and_first_step_s"], "{:.1f}")]
+             for name, r in st["cases"].items() if not name.startswith("matmul")],
+            align="l" + "r" * 8).splitlines()
     pipe = results.get("pipeline")
     if pipe:
         lines.append("")
@@ -409,20 +407,15 @@ def render_table(results: Dict) -> str:
             f"identical batches: {pipe['identical']}; in_pipeline speed ÷ build_time, "
             f"median per round: {_f(rel)})"
         )
-        lines.append(
-            "| storage | img/s | build s | bundle peak RSS MiB | bundle RSS after MiB "
-            "| image bytes MiB |"
-        )
-        lines.append("|---|---:|---:|---:|---:|---:|")
-        for mode, r in pipe["rates"].items():
-            mem = pipe.get("memory", {}).get(mode, {})
-            lines.append(
-                f"| {mode} | {_f(r['images_per_s_median'], '{:.0f}')} | "
-                f"{_f(pipe.get(mode + '_build_s'))} | "
-                f"{_f(mem.get('bundle_peak_rss_mb'), '{:.0f}')} | "
-                f"{_f(mem.get('bundle_rss_mb'), '{:.0f}')} | "
-                f"{_f(mem.get('image_bytes_mb'), '{:.0f}')} |"
-            )
+        mem = pipe.get("memory", {})
+        lines += markdown_table(
+            ["storage", "img/s", "build s", "bundle peak RSS MiB", "bundle RSS after MiB",
+             "image bytes MiB"],
+            [[mode, _f(r["images_per_s_median"], "{:.0f}"), _f(pipe.get(mode + "_build_s"))]
+             + [_f(mem.get(mode, {}).get(k), "{:.0f}")
+                for k in ("bundle_peak_rss_mb", "bundle_rss_mb", "image_bytes_mb")]
+             for mode, r in pipe["rates"].items()],
+            align="l" + "r" * 5).splitlines()
     att = results.get("attacks")
     if att:
         lines.append("")
@@ -446,13 +439,11 @@ def render_table(results: Dict) -> str:
         lines.append("Targets: " + tg["note"])
     elif tg:
         lines.append("")
-        lines.append("| target | bound | measured | met |")
-        lines.append("|---|---|---:|---|")
-        for key, t in tg.items():
-            lines.append(
-                f"| {t['what']} | {t['target']} | {_f(t['measured'])} | "
-                f"{'-' if t['met'] is None else ('yes' if t['met'] else 'NO')} |"
-            )
+        lines += markdown_table(
+            ["target", "bound", "measured", "met"],
+            [[t["what"], t["target"], _f(t["measured"]),
+              "-" if t["met"] is None else ("yes" if t["met"] else "NO")] for t in tg.values()],
+            align="llrl").splitlines()
     sk = results.get("skipped")
     if sk:
         lines.append("")
@@ -564,9 +555,7 @@ def main(argv: List[str] = None) -> int:
     log("\n" + text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    tmp.replace(out)
+    write_text(out, json.dumps(results, indent=2, default=str))
     log(f"\nwrote {out} ({results['wall_s']:.0f}s)")
     return 0
 

@@ -36,13 +36,6 @@ from benchmarks.flops import model_flops, step_flops
 from benchmarks.timing import median
 
 METHODS = ("vanilla", "end", "rubi", "learned_mixin", "rebias")
-# Where each method lives, for methods not (yet) in bridging_tf.methods._REGISTRY.
-_FALLBACK_TARGETS = {
-    "rubi": "bridging_tf.methods.rubi:RUBiModel",
-    "learned_mixin": "bridging_tf.methods.learned_mixin:LearnedMixinModel",
-    "rebias": "bridging_tf.methods.rebias:ReBiasModel",
-    "biased": "bridging_tf.methods.biased:BiasedModel",
-}
 
 
 class Case:
@@ -143,36 +136,13 @@ def _random_batch(batch: int, shape, seed: int = 0):
     return x, y
 
 
-def _biased_backbone(width, input_shape):
-    import bridging_tf.models as models
-
-    build = getattr(models, "build_biased_backbone", None)
-    if build is not None:
-        return build("simple_conv", width=width, input_shape=input_shape)
-    from bridging_tf.models.simple_conv import simple_convnet
-
-    return simple_convnet(kernel_size=1, width=width, input_shape=input_shape, name="g")
-
-
 def build_method_model(
     method: str, *, width: float, input_shape, weight_decay: float = 1e-4, kernel_size: int = 7
 ):
-    """(model, f, g) for ``method`` around the paper's SimpleConvNet; raises if unavailable."""
-    import importlib
-
-    from bridging_tf import methods
+    """(model, f, g) for ``method`` around the paper's SimpleConvNet."""
+    from bridging_tf import methods, models
     from bridging_tf.models.simple_conv import simple_convnet
 
-    if method not in methods.available():
-        target = _FALLBACK_TARGETS.get(method)
-        if target is None:
-            raise RuntimeError(f"method {method!r} is not registered")
-        module, cls = target.split(":")
-        try:
-            getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as err:
-            raise RuntimeError(f"{target} not importable ({type(err).__name__}: {err})") from None
-        methods.register(method, target)
     cls = methods.get_method_class(method)
     f = simple_convnet(
         kernel_size=kernel_size,
@@ -180,7 +150,8 @@ def build_method_model(
         width=width,
         input_shape=input_shape,
     )
-    g = _biased_backbone(width, input_shape) if cls.needs_biased_backbone else None
+    g = (models.build_biased_backbone("simple_conv", width=width, input_shape=input_shape)
+         if cls.needs_biased_backbone else None)
     model = methods.build_method(
         method,
         backbone=f,

@@ -2,9 +2,9 @@
 
 - :func:`make_optimizer` — ``adam`` or ``sgd`` (momentum); weight decay is
   *coupled* L2 and lives in :class:`bridging_tf.methods.DebiasModel`, not here.
-- :class:`StepDecay` — PyTorch ``StepLR(step_size=20, gamma=0.1)`` stepped once
-  per epoch, written as a serialisable ``LearningRateSchedule`` over
-  optimizer iterations (so it survives save/restore with the optimizer).
+- :func:`step_decay` — PyTorch ``StepLR(step_size=20, gamma=0.1)`` stepped once
+  per epoch, as Keras's staircase ``ExponentialDecay`` over optimizer iterations
+  (so it survives save/restore with the optimizer).
 - :class:`PlateauStop` — ``ReduceLROnPlateau`` (÷10 after ``patience`` epochs
   without improvement of ``val_loss``) that stops training once the learning
   rate falls below ``min_lr`` (the SIIM recipe).
@@ -40,58 +40,56 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("step", "plateau", "constant")
+from bridging_tf.fileio import write_text
+from bridging_tf.options import TrainOptions, check_value, choices_of, job_fields
+
+OPTIMIZERS = choices_of(job_fields()["optimizer"])   # declared in bridging_tf.options
+SCHEDULES = choices_of(job_fields()["lr_schedule"])
 
 
-@keras.saving.register_keras_serializable(package="bridging_tf")
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
+def step_decay(initial_learning_rate: float, steps_per_epoch: int, step_epochs: int = 20,
+               gamma: float = 0.1) -> keras.optimizers.schedules.ExponentialDecay:
     """``lr * gamma ** floor(epoch / step_epochs)`` with ``epoch = iteration // steps_per_epoch``.
+
+    PyTorch ``StepLR`` stepped once per epoch, as Keras's staircase ``ExponentialDecay`` over
+    optimizer iterations (so it survives save/restore with the optimizer).
 
     Example::
 
-        sched = StepDecay(1e-3, steps_per_epoch=100)   # 1e-3 for epochs 0-19, 1e-4 for 20-39...
+        sched = step_decay(1e-3, steps_per_epoch=100)   # 1e-3 for epochs 0-19, 1e-4 for 20-39...
         keras.optimizers.Adam(sched)
     """
-
-    def __init__(self, initial_learning_rate: float, steps_per_epoch: int,
-                 step_epochs: int = 20, gamma: float = 0.1):
-        if steps_per_epoch <= 0:
-            raise ValueError(f"steps_per_epoch must be > 0, got {steps_per_epoch}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.step_epochs = int(step_epochs)
-        self.gamma = float(gamma)
-
-    def __call__(self, step):
-        epoch = tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
-        k = tf.cast(tf.math.floordiv(epoch, self.step_epochs), tf.float32)
-        return self.initial_learning_rate * tf.pow(tf.constant(self.gamma, tf.float32), k)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "steps_per_epoch": self.steps_per_epoch, "step_epochs": self.step_epochs,
-                "gamma": self.gamma}
+    if steps_per_epoch <= 0:
+        raise ValueError(f"steps_per_epoch must be > 0, got {steps_per_epoch}")
+    return keras.optimizers.schedules.ExponentialDecay(
+        float(initial_learning_rate), decay_steps=int(steps_per_epoch) * int(step_epochs),
+        decay_rate=float(gamma), staircase=True)
 
 
-def make_optimizer(name: str = "adam", lr: float = 1e-3, *, schedule: str = "step",
-                   steps_per_epoch: Optional[int] = None, step_epochs: int = 20,
+@keras.saving.register_keras_serializable(package="bridging_tf", name="StepDecay")
+class _SavedStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Loads the ``StepDecay`` schedule in optimizers saved before it became :func:`step_decay`."""
+
+    @classmethod
+    def from_config(cls, config):
+        return step_decay(**config)
+
+
+def make_optimizer(name: str = TrainOptions.optimizer, lr: float = TrainOptions.lr, *,
+                   schedule: str = TrainOptions.lr_schedule,
+                   steps_per_epoch: Optional[int] = None,
+                   step_epochs: int = TrainOptions.lr_step_epochs,
                    gamma: float = 0.1, momentum: float = 0.9) -> keras.optimizers.Optimizer:
     """Build ``adam`` or ``sgd`` (momentum) with a ``step``/``plateau``/``constant`` lr.
 
     ``plateau`` keeps a plain float lr (a variable that :class:`PlateauStop` lowers).
     Weight decay is not set here: it is coupled L2 inside ``DebiasModel``.
     """
-    if name not in OPTIMIZERS:
-        from bridging_tf.errors import UserError
-        raise UserError(f"--optimizer={name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    if schedule not in SCHEDULES:
-        from bridging_tf.errors import UserError
-        raise UserError(f"--lr_schedule={schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    name, schedule = check_value("optimizer", name), check_value("lr_schedule", schedule)
     if schedule == "step":
         if not steps_per_epoch:
             raise ValueError("schedule='step' needs steps_per_epoch")
-        learning_rate = StepDecay(lr, steps_per_epoch, step_epochs, gamma)
+        learning_rate = step_decay(lr, steps_per_epoch, step_epochs, gamma)
     else:
         learning_rate = float(lr)
     if name == "adam":
@@ -140,9 +138,7 @@ class _PersistentCallback(keras.callbacks.Callback):
     def save_state(self):
         if self.state_path:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.state))
-            os.replace(tmp, self.state_path)
+            write_text(self.state_path, json.dumps(self.state))
 
 
 class HistoryLog(_PersistentCallback):
@@ -249,8 +245,9 @@ class PlateauStop(_PersistentCallback):
         PlateauStop(monitor="val_loss", factor=0.1, patience=5, min_lr=1e-3)
     """
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 5,
-                 min_lr: float = 1e-3, state_path=None):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1,
+                 patience: int = TrainOptions.plateau_patience,
+                 min_lr: float = TrainOptions.min_lr, state_path=None):
         self.monitor, self.factor, self.patience, self.min_lr = monitor, factor, patience, min_lr
         super().__init__(state_path)
         self.stopped_epoch = None
@@ -433,5 +430,5 @@ def backup_epoch(backup_dir) -> int:
 
 
 __all__ = ["BestCheckpoint", "HistoryLog", "NaNGuard", "OPTIMIZERS", "PlanTimer", "PlateauStop",
-           "SCHEDULES", "StepDecay", "backup_epoch", "epoch_datasets", "format_duration",
-           "make_optimizer", "save_weights_atomic", "steps_per_epoch", "weights_file_ok"]
+           "SCHEDULES", "backup_epoch", "epoch_datasets", "format_duration", "make_optimizer",
+           "save_weights_atomic", "step_decay", "steps_per_epoch", "weights_file_ok"]

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from bridging_tf.options import DataOptions, RunOptions
 from components.base import ArtifactWriter, load_bundle
 from components.extract_bottleneck import load_embeddings, manifest
 
@@ -126,8 +127,9 @@ def headline(results, primary: str, prefix: str = "private") -> dict:
 
 
 def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *,
-        attacks: Sequence[str] = ("linear",), protocol: str = "sound", seed: int = 0,
-        compare_protocols: bool = True, verbose: int = 1) -> dict:
+        attacks: Sequence[str] = ("linear",), protocol: str = DataOptions.attack_protocol,
+        seed: int = DataOptions.seed, compare_protocols: bool = True,
+        verbose: int = RunOptions.verbose) -> dict:
     from bridging_tf.attacks import AttackType, run_attacks
     from bridging_tf.attacks.worst import worst_case
     from bridging_tf.errors import UserError

@@ -44,6 +44,9 @@ import shutil
 from pathlib import Path
 from typing import Mapping, Optional
 
+from bridging_tf import fileio
+from bridging_tf.fileio import write_text
+
 ARTIFACT_FILE = "artifact.json"
 PACKAGES = ("tensorflow", "keras", "numpy", "bridging_tf", "kfp", "absl-py")
 # Files up to this size are re-hashed every time a step is skipped; bigger ones only when their
@@ -189,21 +192,9 @@ def fingerprint(producer: str, params: dict, inputs: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def write_text(path, text: str) -> None:
-    """Write ``text`` atomically: a temp name beside ``path``, then rename (never a torn file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_json(path, obj) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` (made JSON-safe by ``to_jsonable``) atomically."""
+    fileio.write_json(path, to_jsonable(obj))
 
 
 def _signature_entries(root: Path, hash_contents: bool, exclude=()):

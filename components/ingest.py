@@ -29,6 +29,7 @@ from typing import Mapping
 
 from bridging_tf import datasets
 from bridging_tf.errors import UserError
+from bridging_tf.options import RunOptions
 from components import remote_data
 from components.base import ArtifactWriter, data_signature, read_artifact, write_json
 
@@ -36,7 +37,7 @@ STAGED = "source"  # where a --data_dir URI is copied inside the data artifact
 
 
 def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *, dataset: str,
-        options: dict, hash_data: bool = False) -> dict:
+        options: dict, hash_data: bool = RunOptions.hash_data) -> dict:
     datasets.get_loader(dataset)  # unknown name -> UserError before anything is written
     options = dict(options)
     run_dir = Path(outputs["data"]).resolve().parent

@@ -14,29 +14,32 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 from absl import flags
 
 from bridging_tf.errors import UserError
+from bridging_tf.options import SiimPrepareOptions as _OPTS
+
+_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(_OPTS)}
 
 # A private flag registry: importing this module beside pipelines.run defines nothing global.
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("data_dir", None, "Competition folder (CSVs + train/).", flag_values=FLAGS)
 flags.DEFINE_string("output_dir", None, "Where the shards and manifest.json go.", flag_values=FLAGS)
-flags.DEFINE_integer("image_size", 448, "Output side in pixels (0 keeps the size).",
-                     flag_values=FLAGS)
-flags.DEFINE_integer("bit_depth", 8, "PNG bit depth: 8 or 16.", flag_values=FLAGS)
-flags.DEFINE_bool("voi", True, "Apply the VOI LUT / window before min-max.", flag_values=FLAGS)
+flags.DEFINE_integer("image_size", _OPTS.image_size, _HELP["image_size"], flag_values=FLAGS)
+flags.DEFINE_integer("bit_depth", _OPTS.bit_depth, _HELP["bit_depth"], flag_values=FLAGS)
+flags.DEFINE_bool("voi", _OPTS.voi, _HELP["voi"], flag_values=FLAGS)
 flags.DEFINE_integer("workers", 0, "Worker processes (0 = CPU count, at most 8; they exit "
                      "if this process dies).",
                      flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Patient split seed.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", _OPTS.seed, _HELP["seed"], flag_values=FLAGS)
 flags.DEFINE_string("salt", None, "Study-hash key (default $BRIDGING_TF_SIIM_SALT, else random "
                     "and not stored).", flag_values=FLAGS)
-flags.DEFINE_integer("examples_per_shard", 256, "Records per TFRecord shard (>= 1).",
-                     flag_values=FLAGS)
+flags.DEFINE_integer("examples_per_shard", _OPTS.examples_per_shard,
+                     _HELP["examples_per_shard"], flag_values=FLAGS)
 
 
 def main(argv=None) -> int:

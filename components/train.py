@@ -2,7 +2,7 @@
 
 Builds the bundle (``bridging_tf.datasets.load``), the backbone
 (``bridging_tf.models.build_backbone``; default per dataset in
-:data:`DEFAULT_BACKBONES`), the method (``bridging_tf.methods.build_method``),
+:func:`bridging_tf.options.default_backbone`), the method (``bridging_tf.methods.build_method``),
 calls ``model.prepare(train_ds)`` and ``fit``s with:
 
 - ``BackupAndRestore`` in ``<model>.work/backup`` every epoch, and a data
@@ -25,23 +25,18 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from bridging_tf.errors import UserError
+from bridging_tf.options import DataOptions, RunOptions, default_backbone
+from bridging_tf.options import TrainOptions as T
 from components.base import ArtifactWriter, load_bundle, write_json
-
-DEFAULT_BACKBONES = {"biased_mnist": "simple_conv", "celeba": "resnet18", "imdb": "resnet18",
-                     "utkface": "resnet18", "siim": "densenet121"}
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN/inf; the message says where and what to change."""
 
 
-def default_backbone(dataset: str) -> str:
-    return DEFAULT_BACKBONES.get(dataset, "simple_conv")
-
-
 def build_model(bundle, *, method: str, backbone: Optional[str], width: float,
                 weight_decay: float, hparams: dict, seed: int, weights: Optional[str] = None,
-                backbone_variant: str = "auto"):
+                backbone_variant: str = T.backbone_variant):
     """The method wrapper for ``bundle`` (seeded: same seed -> same initial weights)."""
     import keras
 
@@ -50,8 +45,7 @@ def build_model(bundle, *, method: str, backbone: Optional[str], width: float,
     keras.utils.set_random_seed(int(seed))
     cls = methods.get_method_class(method)
     name = backbone or default_backbone(bundle.name)
-    if backbone_variant not in ("auto", "vanilla", "end"):
-        raise UserError(f"--backbone_variant={backbone_variant!r}: choose auto, vanilla or end")
+    T(backbone_variant=backbone_variant)  # UserError naming --backbone_variant
     if backbone_variant == "auto":
         backbone_variant = "end" if method == "end" else "vanilla"
     kw = dict(num_classes=bundle.num_classes, variant=backbone_variant,
@@ -67,25 +61,24 @@ def build_model(bundle, *, method: str, backbone: Optional[str], width: float,
         net = models.build_backbone(name, **kw)
     biased = None
     if cls.needs_biased_backbone:
-        build_biased = getattr(models, "build_biased_backbone", None)
-        if build_biased is None:
-            raise UserError(f"--method={method} needs bridging_tf.models.build_biased_backbone, "
-                            "which this installation does not have yet")
-        biased = build_biased(name, **{**kw, "variant": "vanilla"})
+        biased = models.build_biased_backbone(name, **{**kw, "variant": "vanilla"})
     return methods.build_method(method, backbone=net, num_classes=bundle.num_classes,
                                 num_private=bundle.num_private, biased_backbone=biased,
                                 weight_decay=weight_decay, hparams=hparams)
 
 
 def run(inputs: Mapping[str, Path], outputs: Mapping[str, Path], *, method: str,
-        backbone: Optional[str] = None, width: float = 1.0, epochs: int = 80,
-        batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-4,
-        optimizer: str = "adam", lr_schedule: str = "step", lr_step_epochs: int = 20,
-        lr_gamma: float = 0.1, plateau_patience: int = 5, min_lr: float = 1e-3,
-        monitor: str = "val_accuracy", seed: int = 0, hparams: Optional[dict] = None,
-        strategy: str = "default", mixed_precision: str = "auto", jit_compile="auto",
-        weights: Optional[str] = None, backbone_variant: str = "auto",
-        verbose: int = 1) -> dict:
+        backbone: Optional[str] = T.backbone, width: float = T.width, epochs: int = T.epochs,
+        batch_size: int = T.batch_size, lr: float = T.lr, weight_decay: float = T.weight_decay,
+        optimizer: str = T.optimizer, lr_schedule: str = T.lr_schedule,
+        lr_step_epochs: int = T.lr_step_epochs, lr_gamma: float = 0.1,
+        plateau_patience: int = T.plateau_patience, min_lr: float = T.min_lr,
+        monitor: str = "val_accuracy", seed: int = DataOptions.seed, hparams: Optional[dict] = None,
+        strategy: str = T.strategy, mixed_precision: str = T.mixed_precision,
+        jit_compile=T.jit_compile, weights: Optional[str] = T.weights,
+        backbone_variant: str = T.backbone_variant,
+        verbose: int = RunOptions.verbose) -> dict:
+    """Train one model (defaults: :class:`bridging_tf.options.TrainOptions`)."""
     hparams = dict(hparams or {})
     params = dict(method=method, backbone=backbone, width=width, epochs=epochs,
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,

@@ -42,6 +42,8 @@ from pipelines._quiet import import_tensorflow_quietly
 import_tensorflow_quietly()
 
 from bridging_tf.errors import UserError  # noqa: E402
+from bridging_tf.options import DataOptions as D  # noqa: E402
+from bridging_tf.options import RunOptions as R  # noqa: E402
 
 PROTOCOLS = ("sound", "paper")
 # Flags that --from_run reads from the run (giving them as well would break the reproduction).
@@ -105,8 +107,8 @@ def _common(bundle) -> dict:
                 val="attack_val" if "attack_val" in bundle.splits else None)
 
 
-def served_attack(client, bundle, *, attacks=("linear",), protocol="sound", seed=0,
-                  verbose=1, fetch=None, **options):
+def served_attack(client, bundle, *, attacks=("linear",), protocol=D.attack_protocol,
+                  seed=D.seed, verbose=R.verbose, fetch=None, **options):
     """Run the attack suite on embeddings fetched from ``client`` for ``bundle``'s splits."""
     from bridging_tf.attacks import run_attacks
     from components.attack import make_input, split_images
@@ -119,8 +121,8 @@ def served_attack(client, bundle, *, attacks=("linear",), protocol="sound", seed
     return run_attacks(data, list(attacks), seed=seed, verbose=verbose, **options)
 
 
-def served_attacks(client, bundle, *, attacks=("linear",), protocol="sound", seed=0,
-                   verbose=1, compare_protocols=True):
+def served_attacks(client, bundle, *, attacks=("linear",), protocol=D.attack_protocol,
+                   seed=D.seed, verbose=R.verbose, compare_protocols=True):
     """What the in-process ``attack`` step computes, on served embeddings.
 
     Returns ``(main results, {other protocol: linear-probe results}, metrics)``; the

@@ -31,6 +31,7 @@ Example::
 """
 
 
+import inspect
 import json
 import os
 import re
@@ -41,7 +42,6 @@ from kfp import compiler, dsl
 
 BASE_IMAGE = os.environ.get("BRIDGING_TF_IMAGE", "bridging-tf:latest")
 PIPELINE_NAME = "bridging-tf"
-STEPS = ("ingest", "train", "export", "extract_bottleneck", "attack", "report")
 
 # step -> (cpu request, cpu limit, memory request, memory limit), Kubernetes quantities.
 # Sized for the paper-scale jobs: train holds the training set in memory as uint8 (Biased-MNIST
@@ -91,12 +91,10 @@ def extract_bottleneck_op(params_json: str, model: dsl.Input[dsl.Model],
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def attack_op(params_json: str, embeddings: dsl.Input[dsl.Artifact],
-              data: dsl.Input[dsl.Dataset], attack: dsl.Output[dsl.Artifact]) -> str:
-    import json as _json
-
+              attack: dsl.Output[dsl.Artifact], data: dsl.Input[dsl.Dataset] = None) -> str:
     from pipelines.pipeline import run_component
     inputs = {"embeddings": embeddings.path}
-    if "decoder" in _json.loads(params_json).get("attacks", []):
+    if data is not None:  # connected only when the job runs the decoder attack
         inputs["data"] = data.path
     return run_component("attack", params_json, inputs, {"attack": attack.path})
 
@@ -109,6 +107,17 @@ def report_op(params_json: str, model: dsl.Input[dsl.Model],
     return run_component("report", params_json, {"model": model.path,
                                                  "embeddings": embeddings.path,
                                                  "attack": attack.path}, {"report": report.path})
+
+
+#: component name (``Step.component``) -> its KFP component: the typed entry of
+#: ``components.<name>.run`` (KFP needs the artifact types in a Python signature).
+OPS = {"ingest": ingest_op, "train": train_op, "export": export_op,
+       "extract_bottleneck": extract_bottleneck_op, "attack": attack_op, "report": report_op}
+
+
+def task_name(step) -> str:
+    """The KFP task (and task folder) name of a :class:`~pipelines.pipeline.Step`."""
+    return OPS[step.component].component_spec.name.replace("_", "-")
 
 
 def parse_accelerator(value: Optional[str]):
@@ -134,35 +143,36 @@ def _configure(task, step: str, image: str, accelerator) -> None:
         task.set_accelerator_type(kind).set_accelerator_limit(count)
 
 
-def make_pipeline(image: Optional[str] = None, accelerator: Optional[str] = None):
-    """The ``@dsl.pipeline`` function: every task in ``image``; ``accelerator`` on train."""
+def make_pipeline(params: dict, image: Optional[str] = None, accelerator: Optional[str] = None):
+    """The ``@dsl.pipeline`` of the job ``params``: it walks :func:`pipelines.pipeline.build`.
+
+    One task per step, fed the artifacts its ``inputs`` name from the step that outputs them
+    and only its own parameters (pipeline parameter ``<step>_params``); every task in
+    ``image``; ``accelerator`` on train.
+    """
+    from pipelines.pipeline import build
+    steps = build(params, "unused")
     image = image or BASE_IMAGE
     acc = parse_accelerator(accelerator)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Train a debiasing method, export the "
-                  "encoder, attack its bottleneck.")
-    def bridging_pipeline(ingest_params: str = "{}", train_params: str = "{}",
-                          export_params: str = "{}", extract_bottleneck_params: str = "{}",
-                          attack_params: str = "{}", report_params: str = "{}") -> dsl.Artifact:
-        ingest = ingest_op(params_json=ingest_params)
-        train = train_op(params_json=train_params, data=ingest.outputs["data"])
-        export = export_op(params_json=export_params, model=train.outputs["model"])
-        extract = extract_bottleneck_op(params_json=extract_bottleneck_params,
-                                        model=train.outputs["model"],
-                                        data=ingest.outputs["data"])
-        attack = attack_op(params_json=attack_params, embeddings=extract.outputs["embeddings"],
-                           data=ingest.outputs["data"])
-        report = report_op(params_json=report_params, model=train.outputs["model"],
-                           embeddings=extract.outputs["embeddings"],
-                           attack=attack.outputs["attack"])
-        for step, task in zip(STEPS, (ingest, train, export, extract, attack, report)):
-            _configure(task, step, image, acc)
-        return report.outputs["report"]
+    def bridging_pipeline(*step_params: str) -> dsl.Artifact:  # KFP passes them in order
+        produced = {}  # artifact name -> the output of the task that writes it
+        for step, step_json in zip(steps, step_params):
+            task = OPS[step.component](params_json=step_json,
+                                       **{name: produced[name] for name in step.inputs})
+            produced.update({name: task.outputs[name] for name in step.outputs})
+            _configure(task, step.name, image, acc)
+        return produced["report"]
 
-    return bridging_pipeline
-
-
-bridging_pipeline = make_pipeline()
+    # KFP reads the pipeline's parameters from the signature: one str per step
+    bridging_pipeline.__signature__ = inspect.Signature(
+        [inspect.Parameter(f"{s.name}_params", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           default="{}", annotation=str) for s in steps],
+        return_annotation=dsl.Artifact)
+    bridging_pipeline.__annotations__ = {**{f"{s.name}_params": str for s in steps},
+                                         "return": dsl.Artifact}
+    return dsl.pipeline(name=PIPELINE_NAME, description="Train a debiasing method, export "
+                        "the encoder, attack its bottleneck.")(bridging_pipeline)
 
 
 def step_parameters(params: dict) -> dict:
@@ -226,7 +236,7 @@ def compile_pipeline(params: dict, package_path, image: Optional[str] = None,
         print("note: no --data_dir: every task that loads the data downloads it (no network on "
               "many clusters); pass --data_dir=gs://BUCKET/mnist (read through tf.io.gfile)",
               flush=True)
-    compiler.Compiler().compile(pipeline_func=make_pipeline(image, accelerator),
+    compiler.Compiler().compile(pipeline_func=make_pipeline(params, image, accelerator),
                                 package_path=str(package_path),
                                 pipeline_parameters=step_parameters(params))
     return package_path
@@ -244,17 +254,15 @@ def run_kfp_local(params: dict, output_dir):
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
-    task = bridging_pipeline(**step_parameters(params))
-    report = Path(task.output.path)
-    run_dir = report.parents[1]
+    task = make_pipeline(params)(**step_parameters(params))
+    run_dir = Path(task.output.path).parents[1]
     artifacts, metrics = {}, {}
-    names = {"ingest-op": "data", "train-op": "model", "export-op": "serving",
-             "extract-bottleneck-op": "embeddings", "attack-op": "attack",
-             "report-op": "report"}
-    for task_dir, name in names.items():
-        path = run_dir / task_dir / name
-        artifacts[name] = str(path)
-        meta = path / "artifact.json"
-        if meta.exists():
-            metrics[name] = json.loads(meta.read_text()).get("metrics", {})
+    from pipelines.pipeline import build
+    for step in build(params, "unused"):
+        for name in step.outputs:
+            path = run_dir / task_name(step) / name
+            artifacts[name] = str(path)
+            meta = path / "artifact.json"
+            if meta.exists():
+                metrics[name] = json.loads(meta.read_text()).get("metrics", {})
     return artifacts, metrics

@@ -6,7 +6,8 @@ report), each a component module with its input/output artifact paths under
 ``output_dir``. :func:`run_local` runs them in-process, in order; a step
 whose output artifact already has the same fingerprint is skipped, so a
 killed run resumes where it stopped. The KFP adapter
-(:mod:`pipelines.kfp_pipeline`) wires the same components into KFP v2.
+(:mod:`pipelines.kfp_pipeline`) walks the same list into a KFP v2 graph: one task
+per step, its artifacts from the steps that output them, its own ``Step.params``.
 
 Example::
 
@@ -21,28 +22,14 @@ import importlib
 from pathlib import Path
 from typing import Dict, List
 
-DATASET_OPTIONS = ("data_dir", "seed", "rho", "train_size", "val_size", "test_size",
-                   "attack_size", "attack_protocol", "target", "private", "split", "image_size")
-TRAIN_PARAMS = ("method", "backbone", "width", "epochs", "batch_size", "lr", "weight_decay",
-                "optimizer", "lr_schedule", "lr_step_epochs", "plateau_patience", "min_lr",
-                "seed", "strategy",
-                "mixed_precision", "jit_compile", "weights", "backbone_variant")
+from bridging_tf import options
 
-# Flag name -> default: the generic defaults a dataset preset may replace.
-BASE_DEFAULTS = {
-    "method": "end", "dataset": "biased_mnist", "scale": "paper", "rho": 0.997, "data_dir": None,
-    "output_dir": None, "epochs": 80, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-4,
-    "optimizer": "adam", "lr_schedule": "step", "lr_step_epochs": 20, "plateau_patience": 5,
-    "min_lr": 1e-3,
-    "seed": 0, "train_size": None, "val_size": None, "test_size": None, "attack_size": None,
-    "width": 1.0, "backbone": None, "weights": None, "backbone_variant": "auto",
-    "attack_protocol": "sound", "attacks": "linear",
-    "target": None, "private": None, "split": None, "image_size": None,
-    "strategy": "default", "mixed_precision": "auto", "jit_compile": "auto",
-    "runner": "local", "compile": None, "image": None, "accelerator": None,
-    "model_name": None, "verbose": 1,
-    "deterministic": False, "hash_data": False, "overwrite": False,
-}
+#: Which options each step takes (declared in :mod:`bridging_tf.options`).
+DATASET_OPTIONS = options.DataOptions.names()
+TRAIN_PARAMS = (*options.TrainOptions.names(), "seed")
+
+#: Flag name -> default (every job option): the generic defaults a dataset preset may replace.
+BASE_DEFAULTS = {k: v for cls in options.GROUPS for k, v in cls.defaults().items()}
 
 
 @dataclasses.dataclass
@@ -62,14 +49,11 @@ class Step:
 
 def hparams_of(params: dict) -> dict:
     """The chosen method's hyper-parameters: the flag value, else the method's default."""
-    from bridging_tf.methods import get_method_class
-    cls = get_method_class(params["method"])
-    return {k: (params[k] if params.get(k) is not None else default)
-            for k, (default, _help) in cls.HPARAMS.items()}
+    return options.hparams_of(params["method"], params)
 
 
 def attack_list(params: dict) -> List[str]:
-    value = params.get("attacks") or "linear"
+    value = params.get("attacks") or options.RunOptions.attacks
     if isinstance(value, str):
         value = [a.strip() for a in value.split(",") if a.strip()]
     return list(value)
@@ -134,19 +118,6 @@ def run_local(steps: List[Step]) -> Dict[str, dict]:
         print(f"== {step.name} ==", flush=True)
         metrics[step.name] = step.run()
     return metrics
-
-
-def run_step(step: str, params_json: str, inputs: dict, outputs: dict) -> str:
-    """Run step ``step`` of the job ``params_json`` on given artifact paths (the KFP entry).
-
-    Returns the step's metrics as JSON. Imports no KFP, so it runs inside the KFP executor.
-    """
-    import json
-    params = json.loads(params_json)
-    spec = {s.name: s for s in build(params, "/unused")}[step]
-    spec.inputs = {k: Path(v) for k, v in inputs.items()}
-    spec.outputs = {k: Path(v) for k, v in outputs.items()}
-    return json.dumps(spec.run())
 
 
 def run_component(component: str, params_json: str, inputs: dict, outputs: dict) -> str:

@@ -15,8 +15,9 @@ Examples::
     python -m pipelines.run --flagfile=my_run.flags
 
 Dataset presets (``pipelines/configs/<dataset>.py``) replace the defaults of
-flags you do not set. One flag per method hyper-parameter (``--alpha``,
-``--beta``, ...) is defined from ``bridging_tf.methods.all_hparams()``.
+flags you do not set (:func:`pipelines.configs.resolve`, the one place). Every
+flag, method hyper-parameters (``--alpha``, ``--beta``, ...) included, is defined
+from the option schema ``bridging_tf.options`` (``pipelines/_cli.py``).
 From Python, :func:`run_job` runs one job and returns its ``results.json``.
 """
 
@@ -32,201 +33,45 @@ from typing import Optional
 
 from absl import flags
 
-from pipelines._cli import parse_flags
 from pipelines._quiet import import_tensorflow_quietly
 
 # TF's C++ start-up lines stay off stderr: user errors are one line there.
 import_tensorflow_quietly()
 
+from bridging_tf import options  # noqa: E402
 from bridging_tf.errors import DataError, UserError  # noqa: E402
+from bridging_tf.methods import all_hparams  # noqa: E402
 from pipelines import configs, run_folder  # noqa: E402
-from pipelines.pipeline import BASE_DEFAULTS, attack_list, build, run_local  # noqa: E402
+from pipelines._cli import define_flags, explicit_values, parse_flags, print_help  # noqa: E402
+from pipelines.pipeline import BASE_DEFAULTS, build, run_local  # noqa: E402
 
 FLAGS = flags.FLAGS
-CHOICES = {
-    "scale": configs.SCALES,
-    "attack_protocol": ("sound", "paper"),
-    "strategy": ("default", "mirrored", "multiworker", "tpu"),
-    "runner": ("local", "kfp", "kfp-local"),
-    "optimizer": ("adam", "sgd"),
-    "lr_schedule": ("step", "plateau", "constant"),
-    "backbone_variant": ("auto", "vanilla", "end"),
-    "mixed_precision": ("auto", "off", "mixed_float16", "mixed_bfloat16"),
-    "jit_compile": ("auto", "true", "false"),
-}
-
-_HELP = {
-    "method": "Debiasing method (see bridging_tf.methods.available()).",
-    "dataset": "Dataset (see bridging_tf.datasets.available()).",
-    "scale": "Recipe size: paper (the published recipe; GPU work) | cpu (the smallest recipe "
-             "that reaches the paper's regime on 2 CPU cores) | smoke (seconds; tests). "
-             "Explicit flags override it; see pipelines/configs/<dataset>.py.",
-    "lr_step_epochs": "step schedule: divide the lr by 10 every this many epochs.",
-    "overwrite": "Reuse an --output_dir whose recorded configuration differs (its finished "
-                 "steps are redone where their inputs changed).",
-    "rho": "Biased-MNIST: colour/digit correlation of the training set, in [0, 1].",
-    "data_dir": "Folder with the dataset's files (MNIST: mnist.npz or the IDX files).",
-    "output_dir": "Run folder (default ./runs/<dataset>_<method>_rho<rho>_seed<seed>).",
-    "epochs": "Training epochs.", "batch_size": "Training batch size.",
-    "lr": "Initial learning rate.", "weight_decay": "Coupled L2 weight decay.",
-    "optimizer": "adam | sgd (momentum 0.9).",
-    "lr_schedule": "step (StepLR 20 epochs x0.1) | plateau (val loss; stop below --min_lr) "
-                   "| constant.",
-    "plateau_patience": "plateau: epochs without val-loss improvement before lr/10.",
-    "min_lr": "plateau: stop training once the lr falls below this.",
-    "seed": "Seed for data, initialisation and attacks.",
-    "train_size": "Subsample the training set (quick runs).",
-    "val_size": "Size of the validation split (model selection).",
-    "test_size": "Subsample the test sets (quick runs).",
-    "attack_size": "Attacker training examples.",
-    "width": "Backbone channel multiplier (1.0 = the paper).",
-    "backbone": "Backbone override (default per dataset).",
-    "backbone_variant": "auto (EnD's tanh + L2-normalised bottleneck for --method=end, plain "
-                        "otherwise) | vanilla | end. The paper's face Vanilla models use 'end'.",
-    "weights": "Pretrained backbone weights file (ResNet-18: .weights.h5 or a torchvision "
-               "state_dict .npz; DenseNet-121: a keras weights file). Default: from scratch.",
-    "attack_protocol": "sound (independent rho=0.1 attacker set) | paper (fresh rho=0.999 set).",
-    "attacks": "Comma list of attacks: linear[,mlp,decoder].",
-    "target": "Target attribute (face datasets).", "private": "Private attribute (face datasets).",
-    "split": "Dataset split option (e.g. IMDB EB1/EB2).", "image_size": "Input image size.",
-    "strategy": "tf.distribute strategy: default | mirrored | multiworker | tpu.",
-    "mixed_precision": "auto (bf16 on GPU/TPU, off on CPU) | off | mixed_float16 | mixed_bfloat16.",
-    "jit_compile": "XLA: auto (on with GPU/TPU) | true | false.",
-    "runner": "local (in-process) | kfp (compile with --compile) | kfp-local (kfp.local).",
-    "compile": "With --runner=kfp: write the KFP pipeline spec (YAML) here.",
-    "image": "With --runner=kfp: the container image every task runs in, built from the "
-             "repo's Dockerfile / Dockerfile.gpu and pushed (e.g. REGISTRY/bridging-tf:TAG; "
-             "default $BRIDGING_TF_IMAGE, else bridging-tf:latest).",
-    "accelerator": "With --runner=kfp: accelerator request of the train task, TYPE[:COUNT] "
-                   "(Vertex AI: NVIDIA_TESLA_T4; Kubeflow: nvidia.com/gpu). Default: none.",
-    "model_name": "Served model name (default <dataset>_<method>).",
-    "verbose": "Keras verbosity (1 = progress bars).",
-    "deterministic": "tf.config.experimental.enable_op_determinism().",
-    "hash_data": "Fingerprint the data by each file's sha256, not its name, size and mtime "
-                 "(slower; a touched but unchanged file is then not a change).",
-}
-_INT = {"epochs", "batch_size", "lr_step_epochs", "plateau_patience", "seed", "train_size",
-        "val_size", "test_size", "attack_size", "image_size", "verbose"}
-_FLOAT = {"rho", "lr", "weight_decay", "min_lr", "width"}
-
-
-def _define_flags():
-    if "method" in FLAGS:
-        return
-    for name, default in BASE_DEFAULTS.items():
-        if name in _INT:
-            flags.DEFINE_integer(name, default, _HELP[name])
-        elif name in _FLOAT:
-            flags.DEFINE_float(name, default, _HELP[name])
-        elif name in ("deterministic", "hash_data", "overwrite"):
-            flags.DEFINE_bool(name, default, _HELP[name])
-        else:
-            flags.DEFINE_string(name, default, _HELP[name])
-    from bridging_tf.methods import all_hparams
-    for name, (default, help_text) in sorted(all_hparams().items()):
-        if name in FLAGS:
-            raise ValueError(f"method hyper-parameter {name!r} clashes with a pipeline flag")
-        help_text = f"{help_text} (method default: {default})"
-        if isinstance(default, bool):
-            flags.DEFINE_bool(name, None, help_text)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(name, None, help_text)
-        elif isinstance(default, float):
-            flags.DEFINE_float(name, None, help_text)
-        else:
-            flags.DEFINE_string(name, None, help_text)
-
-
-_define_flags()
+#: every flag: one per option of bridging_tf.options (job options, method hyper-parameters)
+FLAG_NAMES = ([n for n in options.all_fields() if n in FLAGS] if "method" in FLAGS
+              else define_flags(FLAGS, __name__))  # (imported twice: as __main__ and by name)
 
 
 def resolve_params(params: Optional[dict] = None) -> dict:
-    """Defaults <- dataset preset <- ``params`` (explicit values); includes method hparams."""
-    from bridging_tf.methods import all_hparams
-    base = dict(BASE_DEFAULTS)
-    base.update({k: None for k in all_hparams()})
+    """Defaults <- dataset preset <- ``params`` (explicit values); includes method hparams.
+
+    A method hyper-parameter not given stays ``None`` (its dataclass default applies).
+    """
+    base = {**BASE_DEFAULTS, **{k: None for k in all_hparams()}}
     unknown = sorted(set(params or {}) - set(base))
     if unknown:
         raise UserError(f"unknown parameter(s) {', '.join(unknown)}")
-    explicit = {k: v for k, v in (params or {}).items()}
-    return configs.resolve(base, explicit)
+    return configs.resolve(base, dict(params or {}))
 
 
 def validate(p: dict) -> None:
     """Raise :class:`UserError` naming the first bad flag — before anything runs.
 
-    Checks every flag on its own (choices; integers; every float finite, ``nan`` and
-    ``inf`` included; signs and bounds), then the dataset / backbone combination
-    (:func:`_validate_dataset_and_model`), so a bad combination never costs an ingestion.
+    Every option on its own (:func:`bridging_tf.options.check_values`: choices, integers,
+    every float finite, bounds; values converted in place), then the run's own
+    combinations and the dataset / backbone combination (:func:`_validate_dataset_and_model`),
+    so a bad combination never costs an ingestion.
     """
-    import math
-
-    from bridging_tf import datasets, methods
-    from bridging_tf.attacks import AttackType
-    from bridging_tf.datasets.checks import check_attack_size, check_seed
-
-    if p["method"] not in methods.available():
-        raise UserError(f"--method={p['method']!r} is not known; choose one of "
-                        f"{', '.join(methods.available())}")
-    if p["dataset"] not in datasets.available():
-        raise UserError(f"--dataset={p['dataset']!r} is not known; choose one of "
-                        f"{', '.join(datasets.available())}")
-    if isinstance(p.get("jit_compile"), bool):
-        p["jit_compile"] = "true" if p["jit_compile"] else "false"
-    for name, choices in CHOICES.items():
-        if str(p[name]) not in choices:
-            raise UserError(f"--{name}={p[name]!r}: choose one of {', '.join(choices)}")
-    hparams = methods.all_hparams()
-    float_names = sorted(_FLOAT | {k for k, (d, _h) in hparams.items()
-                                   if isinstance(d, float)})
-    int_names = sorted(_INT | {k for k, (d, _h) in hparams.items()
-                               if isinstance(d, int) and not isinstance(d, bool)})
-    for name in float_names:  # from Python a value may be a string: same checks
-        if p.get(name) is None:
-            continue
-        try:
-            value = float(p[name])
-        except (TypeError, ValueError):
-            raise UserError(f"--{name}={p[name]!r} is not a number") from None
-        if not math.isfinite(value):
-            raise UserError(f"--{name}={p[name]} must be a finite number")
-        p[name] = value
-    for name in int_names:
-        value = p.get(name)
-        if value is None:
-            continue
-        try:
-            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            p[name] = int(value.strip()) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError, OverflowError):
-            raise UserError(f"--{name}={value!r} is not an integer") from None
-    p["seed"] = check_seed(p["seed"])
-    if p.get("rho") is not None and not 0.0 <= p["rho"] <= 1.0:
-        raise UserError(f"--rho={p['rho']} is outside [0, 1]")
-    for name in ("epochs", "batch_size", "lr_step_epochs"):
-        if p.get(name) is not None and p[name] < 1:
-            raise UserError(f"--{name}={p[name]} must be at least 1")
-    for name in ("lr", "width"):
-        if p[name] <= 0:
-            raise UserError(f"--{name}={p[name]} must be > 0")
-    for name in ("weight_decay", "min_lr", "plateau_patience"):
-        if p.get(name) is not None and p[name] < 0:
-            raise UserError(f"--{name}={p[name]} must be >= 0")
-    if p.get("verbose") is not None and p["verbose"] not in (0, 1, 2):
-        raise UserError(f"--verbose={p['verbose']}: choose 0, 1 or 2")
-    for name in sorted(hparams):  # the methods' weights, widths and epoch counts
-        value = p.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise UserError(f"--{name}={value} must be >= 0")
-    if p.get("rebias_sigma") is not None and p["rebias_sigma"] <= 0:
-        raise UserError(f"--rebias_sigma={p['rebias_sigma']} must be > 0 (an RBF kernel width)")
-    for name in ("train_size", "val_size", "test_size", "attack_size"):
-        if p.get(name) is not None and p[name] < (0 if name == "val_size" else 1):
-            raise UserError(f"--{name}={p[name]} must be a positive number of examples")
-    check_attack_size(p.get("attack_size"))
-    for a in attack_list(p):
-        AttackType.parse(a)
+    options.check_values(p)
     from components.remote_data import is_uri  # a URI: read by the ingest step (tf.io.gfile)
     if p.get("data_dir") and not is_uri(p["data_dir"]) and p["runner"] != "kfp" \
             and not Path(p["data_dir"]).expanduser().exists():
@@ -255,8 +100,8 @@ def _validate_dataset_and_model(p: dict) -> None:
       bottleneck), so only 1.0. The scalable nets keep at least one channel in every
       conv, which for all three means a bottleneck of at least 8 dimensions
       (SimpleConvNet 16..128 channels: width >= 0.0625; ResNet-18 64..512: >= 0.015625;
-      the biased g of ResNet-18 / DenseNet-121, 32..256: >= 0.03125), and width at most
-      8 (64x the paper's convolution weights).
+      the biased g of ResNet-18 / DenseNet-121, 32..256: >= 0.03125); the upper end
+      (``options.MAX_WIDTH``) is the schema's.
     - ``--image_size`` in [8, 4096]; DenseNet-121 needs at least 32x32 (Keras).
     - ``--weights`` must exist and the backbone must load weights; a dataset with an
       ingestion step (SIIM) needs ``--data_dir``.
@@ -266,16 +111,14 @@ def _validate_dataset_and_model(p: dict) -> None:
 
     from bridging_tf import datasets, methods, models
     from bridging_tf.models import biased_nets, resnet18, simple_conv
-    from components.train import default_backbone
     from pipelines.pipeline import DATASET_OPTIONS
 
-    min_bottleneck, max_width, min_image, max_image = 8, 8.0, 8, 4096
+    min_bottleneck, (min_image, max_image) = 8, options.IMAGE_SIZE_RANGE
     ds = p["dataset"]
     used = datasets.options(ds)
     if used is not None:
-        recipe = {"dataset": ds, **({"scale": p["scale"]} if p.get("scale") else {})}
-        base = {**BASE_DEFAULTS, **{k: None for k in methods.all_hparams()}}
-        defaults = configs.resolve(base, recipe)
+        defaults = resolve_params({"dataset": ds, **({"scale": p["scale"]} if p.get("scale")
+                                                      else {})})
         for name in DATASET_OPTIONS:
             value = p.get(name)
             if name not in used and value is not None and value != defaults.get(name):
@@ -285,10 +128,7 @@ def _validate_dataset_and_model(p: dict) -> None:
     if datasets.get_preparer(ds) is not None and not p.get("data_dir"):
         raise UserError(f"--dataset={ds} needs --data_dir (the raw data folder it ingests)")
 
-    backbone = p.get("backbone") or default_backbone(ds)
-    if backbone not in models.available():
-        raise UserError(f"--backbone={backbone!r} is not known; choose one of "
-                        f"{', '.join(models.available())}")
+    backbone = p.get("backbone") or options.default_backbone(ds)
     width = p["width"]
     if backbone == "densenet121" and width != 1.0:
         raise UserError(f"--width={width:g}: DenseNet-121 (--backbone=densenet121, here for "
@@ -313,9 +153,6 @@ def _validate_dataset_and_model(p: dict) -> None:
             raise UserError(f"--width={width:g} leaves {name} a {round(last * width)}-d "
                             f"bottleneck; use --width >= {lowest:g} (every conv keeps a "
                             f"channel, the bottleneck >= {min_bottleneck} dimensions)")
-    if width > max_width:
-        raise UserError(f"--width={width:g} is above {max_width:g} "
-                        f"({max_width ** 2:g}x the paper's convolution weights)")
 
     if used is not None and "image_size" in used:
         side = p.get("image_size")
@@ -440,25 +277,16 @@ def _print_locations(out: Path, artifacts: dict) -> None:
     print(f"  tensorboard        {Path(artifacts['model']) / 'logs'}")
 
 
-def _explicit_from_flags() -> dict:
-    names = list(BASE_DEFAULTS)
-    from bridging_tf.methods import all_hparams
-    names += list(all_hparams())
-    return {n: FLAGS[n].value for n in names if FLAGS[n].present}
-
-
 def main(argv=None) -> int:
     """Parse ``argv``, run the job; user errors -> one line on stderr, exit status 2."""
     argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__)
-        print(FLAGS.module_help(sys.modules[__name__]))
+    if print_help(FLAGS, argv, __doc__, __name__):
         return 0
     status = parse_flags(FLAGS, argv)
     if status is not None:
         return status
     try:
-        results = run_job(_explicit_from_flags())
+        results = run_job(explicit_values(FLAGS, FLAG_NAMES))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

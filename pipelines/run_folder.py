@@ -125,8 +125,8 @@ def resolved_values(p: dict) -> dict:
     mean "all of it" read ``"all"`` until the data is loaded (then
     :func:`finish_metadata` records the counts).
     """
-    from bridging_tf import datasets, distribute
-    from components.train import default_backbone
+    from bridging_tf import datasets, distribute, options
+    from bridging_tf.methods import all_hparams
     from pipelines.pipeline import DATASET_OPTIONS, hparams_of
 
     loader = datasets.get_loader(p["dataset"])
@@ -138,12 +138,10 @@ def resolved_values(p: dict) -> dict:
         if v is None and k in sig and sig[k].default is not inspect.Parameter.empty:
             v = sig[k].default
         out[k] = v
-    method_hparams = hparams_of(p)
-    from bridging_tf.methods import all_hparams
     for k in all_hparams():
         out.pop(k, None)
-    out["hparams"] = method_hparams
-    out["backbone"] = p.get("backbone") or default_backbone(p["dataset"])
+    out["hparams"] = hparams_of(p)
+    out["backbone"] = p.get("backbone") or options.default_backbone(p["dataset"])
     out["mixed_precision"] = distribute.resolve_mixed_precision(p.get("mixed_precision"))
     out["jit_compile"] = distribute.resolve_jit(p.get("jit_compile"))
     for k in ("train_size", "test_size", "attack_size"):

@@ -44,7 +44,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from absl import flags
 
-from bridging_tf.errors import UserError
+from pipelines._quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # the schema's method registry imports Keras: keep stderr clean
+
+from bridging_tf import options  # noqa: E402
+from bridging_tf.errors import UserError  # noqa: E402
+from pipelines._cli import define_flags, explicit_values, parse_flags, print_help  # noqa: E402
 
 FLAGS = flags.FlagValues()  # private: pipelines.run owns the global absl FLAGS
 flags.DEFINE_list("methods", ["vanilla", "end"], "Comma list of methods.", flag_values=FLAGS)
@@ -53,14 +59,13 @@ flags.DEFINE_list("rhos", None, "Comma list of ρ (Biased-MNIST; default 0.99,0.
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Comma list of integer seeds.", flag_values=FLAGS)
 flags.DEFINE_string("output_dir", None, "Sweep folder (one sub-folder per cell).",
                     flag_values=FLAGS)
-flags.DEFINE_string("dataset", "biased_mnist", "Dataset of every job.", flag_values=FLAGS)
 flags.DEFINE_bool("report", True, "Build the report at the end.", flag_values=FLAGS)
 flags.DEFINE_string("grid", None, "Hyper-parameter grid per method, replacing --methods: "
                     "'end:alpha=0.1,1,10;adversarial:adv_lambda=0.1,1,10' "
                     "(method[:hparam=v1,v2,...[:hparam2=...]], methods separated by ';').",
                     flag_values=FLAGS)
-
-DEFAULT_RHOS = (0.99, 0.995, 0.997, 0.999)
+#: the job flags (bridging_tf.options), passed to every cell; --output_dir is the sweep's
+RUN_FLAGS = define_flags(FLAGS, __name__, skip=("output_dir",))
 SUMMARY_KEYS = ("cell", "method", "hparams", "rho", "seed", "status", "wall_s",
                 "target_accuracy", "biased_accuracy", "private_accuracy_worst",
                 "private_attacker_worst", "private_balanced_accuracy_worst",
@@ -116,7 +121,7 @@ def grid(methods: Sequence[MethodSpec], rhos: Sequence[Optional[float]],
 def _resolve_hparam(method: str, name: str, part: str) -> str:
     from bridging_tf.methods import get_method_class
 
-    names = list(get_method_class(method).HPARAMS)
+    names = list(get_method_class(method).HPARAMS.names())
     if name in names:
         return name
     matches = [n for n in names if n.endswith(f"_{name}")]
@@ -133,7 +138,7 @@ def _resolve_hparam(method: str, name: str, part: str) -> str:
 def parse_grid(text: str) -> List[dict]:
     """``"end:alpha=0.1,1;vanilla"`` -> ``[{"method", "hparams"}, ...]`` (one per config).
 
-    Values are typed by the pipelines.run flag of the hyper-parameter. A
+    Values are typed and checked by the option schema (:mod:`bridging_tf.options`). A
     malformed part is a one-line :class:`UserError` naming it.
 
     Example::
@@ -143,7 +148,6 @@ def parse_grid(text: str) -> List[dict]:
         #   {"alpha": 1.0}}, {"method": "adversarial", "hparams": {"adv_lambda": 1.0}}]
     """
     from bridging_tf import methods as methods_mod
-    from pipelines import run as run_mod
 
     configs: List[dict] = []
     parts = [p.strip() for p in str(text or "").split(";")]
@@ -168,14 +172,12 @@ def parse_grid(text: str) -> List[dict]:
             items = [v.strip() for v in values.split(",")]
             if not values or not all(items):
                 raise UserError(f"--grid: {spec!r} in {part!r} has an empty value")
-            parser = run_mod.FLAGS[name].parser
             typed = []
             for v in items:
                 try:
-                    typed.append(parser.parse(v))
-                except (ValueError, flags.Error) as err:
-                    raise UserError(f"--grid: {name}={v} in {part!r}: "
-                                    f"{' '.join(str(err).split())}") from None
+                    typed.append(options.check_value(name, v))
+                except UserError as err:
+                    raise UserError(f"--grid: {name}={v} in {part!r}: {err}") from None
             axes[name] = list(dict.fromkeys(typed))
         for combo in itertools.product(*axes.values()):
             config = {"method": method, "hparams": dict(zip(axes, combo))}
@@ -287,6 +289,7 @@ def run_sweep(output_dir, methods: Sequence[MethodSpec], rhos: Sequence[Optional
 
 
 def _write_summary(out: Path, summary: dict, rows: List[dict]) -> None:
+    from bridging_tf.fileio import write_text
     from bridging_tf.reporting.tables import aggregate_json
 
     buf = io.StringIO()
@@ -294,69 +297,37 @@ def _write_summary(out: Path, summary: dict, rows: List[dict]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: "" if r.get(k) is None else r.get(k) for k in SUMMARY_KEYS})
-    (out / ".summary.csv.tmp").write_text(buf.getvalue())
-    (out / ".summary.csv.tmp").replace(out / "summary.csv")
+    write_text(out / "summary.csv", buf.getvalue())
     agg = summary.pop("aggregate", [])
     doc = json.loads(json.dumps(summary, default=str))
     doc["aggregate"] = json.loads(aggregate_json(agg))
-    (out / ".summary.json.tmp").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
-    (out / ".summary.json.tmp").replace(out / "summary.json")
-
-
-def _parse_passthrough(args: Sequence[str]) -> dict:
-    """``--name=value`` -> {name: typed value}, typed by pipelines.run's flag definitions."""
-    from pipelines import run as run_mod
-
-    params = {}
-    for a in args:
-        if not a.startswith("--"):
-            raise UserError(f"unexpected argument {a!r}; flags look like --name=value")
-        name, eq, value = a[2:].partition("=")
-        if name.startswith("no") and not eq and name[2:] in run_mod.FLAGS:
-            name, value, eq = name[2:], "false", "="
-        if name not in run_mod.FLAGS:
-            raise UserError(f"--{name} is neither a sweep flag nor a pipelines.run flag")
-        flag = run_mod.FLAGS[name]
-        if not eq:
-            if flag.boolean:
-                value = "true"
-            else:
-                raise UserError(f"--{name} needs a value (--{name}=...)")
-        try:
-            params[name] = flag.parser.parse(value)
-        except (ValueError, flags.Error) as err:
-            raise UserError(f"--{name}={value}: {' '.join(str(err).split())}") from None
-    return params
+    write_text(out / "summary.json", json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def main(argv=None) -> int:
     """Parse flags, run the sweep; user errors -> one line on stderr, exit status 2."""
     argv = list(sys.argv if argv is None else argv)
-    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
-        print(__doc__)
-        for n in ("methods", "grid", "rhos", "seeds", "output_dir", "dataset", "report"):
-            print(f"  --{n}: {FLAGS[n].help}")
+    if print_help(FLAGS, argv, __doc__, __name__):
         return 0
+    FLAGS.unparse_flags()  # each call starts from the defaults (in-process callers, tests)
+    status = parse_flags(FLAGS, argv)
+    if status is not None:
+        return status
     try:
-        FLAGS.unparse_flags()  # each call starts from the defaults (in-process callers, tests)
-        rest = FLAGS(argv, known_only=True)
         if not FLAGS.output_dir:
             raise UserError("--output_dir=DIR is required (the sweep folder)")
-        run_params = _parse_passthrough(rest[1:])
+        run_params = explicit_values(FLAGS, [n for n in RUN_FLAGS if n != "dataset"])
         try:
             seeds = [int(s) for s in FLAGS.seeds]
         except ValueError:
             raise UserError(f"--seeds={','.join(FLAGS.seeds)}: seeds must be integers") from None
         if FLAGS.rhos:
-            try:
-                rhos = [float(r) for r in FLAGS.rhos]
-            except ValueError:
-                raise UserError(f"--rhos={','.join(FLAGS.rhos)}: not numbers") from None
-            bad = [r for r in rhos if not 0.0 <= r <= 1.0]
-            if bad:
-                raise UserError(f"--rhos: {bad[0]} is outside [0, 1]")
+            rhos = [options.check_value("rho", r, flag="--rhos") for r in FLAGS.rhos]
+        elif FLAGS.dataset == "biased_mnist":
+            from bridging_tf.datasets.biased_mnist import TRAIN_RHOS
+            rhos = list(TRAIN_RHOS)
         else:
-            rhos = list(DEFAULT_RHOS) if FLAGS.dataset == "biased_mnist" else [None]
+            rhos = [None]
         if FLAGS.grid is not None:
             if FLAGS["methods"].present:
                 raise UserError("--grid replaces --methods; give one of them (a bare method "
@@ -369,9 +340,6 @@ def main(argv=None) -> int:
         run_params["dataset"] = FLAGS.dataset
         result = run_sweep(FLAGS.output_dir, methods, rhos, seeds, run_params,
                            report=FLAGS.report)
-    except flags.Error as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,8 +15,9 @@ from bridging_tf.attacks import (
     mean_ci,
     run_attacks,
 )
-from bridging_tf.attacks.probes import split_validation, step_lr, train_linear_probe
+from bridging_tf.attacks.probes import train_linear_probe
 from bridging_tf.errors import UserError
+from bridging_tf.sampling import stratified_holdout
 
 
 def _clusters(n, k, dim, rng, sep=4.0):
@@ -87,9 +88,13 @@ def test_linear_probe_is_deterministic_for_a_seed():
     np.testing.assert_allclose(a.kernel, b.kernel, rtol=1e-6, atol=1e-7)
 
 
-def test_step_lr_matches_torch_steplr():
-    assert [step_lr(e, 0.01, 20, 0.1) for e in (0, 19, 20, 39, 40)] == pytest.approx(
+def test_linear_probe_lr_matches_torch_steplr():
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    lrs = train_linear_probe(x, np.arange(32) % 2, 2, epochs=41, lr=0.01).history["lr"]
+    assert [lrs[e] for e in (0, 19, 20, 39, 40)] == pytest.approx(
         [0.01, 0.01, 0.001, 0.001, 0.0001])
+    # float64 as PyTorch computes it: the same numbers as ``0.01 * 0.1 ** (epoch // 20)``
+    assert lrs == [0.01 * 0.1 ** (e // 20) for e in range(41)]
 
 
 def test_metrics_on_a_hand_computed_case():
@@ -116,7 +121,7 @@ def test_mean_ci_uses_student_t():
 
 def test_split_validation_is_stratified_and_disjoint():
     y = np.repeat(np.arange(4), 50)
-    tr, va = split_validation(y, 0.2, seed=0)
+    tr, va = stratified_holdout(y, 0.2, np.random.default_rng(0))
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 200
     assert np.all(np.bincount(y[va]) == 10)
 

@@ -40,7 +40,7 @@ def test_local_convnet_for_large_backbones():
 
 def test_biased_method_trains_g_not_f():
     cls = get_method_class("biased")
-    assert cls is BiasedModel and cls.needs_biased_backbone and not cls.HPARAMS
+    assert cls is BiasedModel and cls.needs_biased_backbone and not cls.HPARAMS.names()
     f = build_backbone("simple_conv", width=0.125)
     g = build_biased_backbone("simple_conv", width=0.125)
     model = build_method("biased", backbone=f, biased_backbone=g, num_classes=10,
@@ -85,7 +85,7 @@ def test_method_flags_do_not_clash_and_match_constructor_arguments():
     for name in available():
         cls = get_method_class(name)
         params = inspect.signature(cls.__init__).parameters
-        for flag in cls.HPARAMS:
+        for flag in cls.HPARAMS.names():
             assert flag not in seen, f"--{flag} defined by both {seen.get(flag)} and {name}"
             assert flag in params, f"{name}: HPARAM {flag} is not a constructor argument"
             seen[flag] = name

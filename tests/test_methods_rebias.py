@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bridging_tf.methods import ReBiasModel, VanillaModel, build_method, hsic_unbiased
 from bridging_tf.methods.base import cross_entropy
@@ -144,3 +145,19 @@ def test_f_step_uses_the_updated_g():
     assert abs(after - before) > 0.01 * abs(after)     # g's step moved HSIC (> 10x the rel tol)
     assert logs["hsic_f"] == pytest.approx(after, rel=1e-3, abs=1e-6)
     assert logs["hsic_g"] == pytest.approx(before, rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize("two_player", [False, True])
+def test_compile_metrics_are_tracked_and_reported_beside_the_trackers(two_player):
+    f, g = nets()
+    model = ReBiasModel(f, g) if two_player else VanillaModel(f)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  metrics=[keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3")])
+    x, y = batch(32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    hist = model.fit(ds, epochs=1, verbose=0, validation_data=ds).history
+    assert {"loss", "ce_loss", "accuracy", "top3", "val_top3"} <= set(hist)
+    logs = model.evaluate(ds, verbose=0, return_dict=True)
+    top3 = np.argsort(-keras.ops.convert_to_numpy(model(x)), axis=1)[:, :3]
+    assert logs["top3"] == pytest.approx(np.mean([y["label"][i] in top3[i] for i in range(32)]))
+    assert model.evaluate(ds, verbose=0, return_dict=True) == pytest.approx(logs)  # reset

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridging_tf.datasets.siim import write_synthetic_competition
+from tests._synthetic_dicom import write_synthetic_competition
 
 
 @pytest.fixture

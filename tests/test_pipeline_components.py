@@ -75,12 +75,32 @@ def test_missing_input_artifact_is_a_one_line_user_error(tmp_path):
 
 
 def test_step_decay_matches_steplr_per_epoch_and_round_trips():
-    from bridging_tf.training import StepDecay
-    sched = StepDecay(1e-3, steps_per_epoch=10, step_epochs=20, gamma=0.1)
+    from bridging_tf.training import step_decay
+    sched = step_decay(1e-3, steps_per_epoch=10, step_epochs=20, gamma=0.1)
     lrs = [float(sched(s)) for s in (0, 199, 200, 399, 400)]
     np.testing.assert_allclose(lrs, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5], rtol=1e-6)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched))
     assert again.get_config() == sched.get_config()
+
+
+def test_step_decay_saved_before_exponential_decay_still_deserializes():
+    # The optimizer config that .keras files written with the old StepDecay class hold.
+    import bridging_tf.training  # noqa: F401  (registers the old name)
+    from bridging_tf.training import step_decay
+    old = {"module": "bridging_tf.training", "class_name": "StepDecay",
+           "config": {"initial_learning_rate": 0.001, "steps_per_epoch": 8, "step_epochs": 20,
+                      "gamma": 0.1},
+           "registered_name": "bridging_tf>StepDecay"}
+    sched = keras.saving.deserialize_keras_object(old)
+    assert isinstance(sched, keras.optimizers.schedules.ExponentialDecay)
+    steps = [0, 1, 159, 160, 161, 319, 320, 480, 1000]
+    want = [1e-3 * 0.1 ** (s // 8 // 20) for s in steps]
+    got = [float(sched(s)) for s in steps]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    fresh = step_decay(0.001, 8)
+    assert got == [float(fresh(s)) for s in steps]
+    opt = keras.optimizers.Adam.from_config({"learning_rate": old})
+    assert float(opt.learning_rate) == pytest.approx(1e-3)
 
 
 def test_make_optimizer_rejects_unknown_names():

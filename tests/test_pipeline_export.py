@@ -13,7 +13,7 @@ from bridging_tf.datasets import ArraySplit, DataBundle, normalize_images
 from bridging_tf.export import export_encoder
 from bridging_tf.models import build_backbone
 from bridging_tf.serving import RestClient, ServingError, make_client, parse_url
-from bridging_tf.serving.dev_server import DevServer as LoopbackServer
+from tests.dev_server import DevServer as LoopbackServer
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.5, 0.5, 0.25)
 SHAPE = (12, 12, 3)
@@ -143,7 +143,7 @@ def test_grpc_client_server_down_is_bounded_one_line_error():
 
 def test_grpc_client_matches_in_process_embeddings(exported):
     pytest.importorskip("tensorflow_serving")
-    from bridging_tf.serving.dev_server import DevGrpcServer as LoopbackGrpcServer
+    from tests.dev_server import DevGrpcServer as LoopbackGrpcServer
     _, base, vdir = exported
     images = _images(5)
     want = tf.saved_model.load(str(vdir)).signatures["serving_default"](image=tf.constant(images))

@@ -240,3 +240,32 @@ def test_a_missing_or_unsupported_data_uri_is_one_data_error(tmp_path):
             ingest.run({}, {"data": tmp_path / uri[:2] / "data"}, dataset="biased_mnist",
                        options={"data_dir": uri})
         assert not (tmp_path / uri[:2] / "data").exists()
+
+
+@pytest.mark.parametrize("attacks", ["linear", "linear,mlp,decoder"])
+def test_the_compiled_graph_is_the_one_build_returns(tmp_path, attacks):
+    """One graph: every step of ``build()`` is one KFP task, fed each input artifact by the
+    step that outputs it (and nothing else), with that step's own parameters as default."""
+    import yaml
+
+    from pipelines.kfp_pipeline import compile_pipeline, task_name
+    from pipelines.pipeline import build
+    from pipelines.run import resolve_params
+
+    params = resolve_params({"method": "end", "epochs": 2, "attacks": attacks})
+    spec = yaml.safe_load(compile_pipeline(params, tmp_path / "p.yaml").read_text())
+    steps = build(params, tmp_path / "unused")
+    writer = {name: task_name(s) for s in steps for name in s.outputs}
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {task_name(s) for s in steps}
+    job = _defaults(spec)
+    for step in steps:
+        edges = {name: (a["taskOutputArtifact"]["producerTask"],
+                        a["taskOutputArtifact"]["outputArtifactKey"])
+                 for name, a in tasks[task_name(step)]["inputs"].get("artifacts", {}).items()}
+        assert edges == {name: (writer[name], name) for name in step.inputs}, step.name
+        assert set(tasks[task_name(step)].get("dependentTasks", [])) == {
+            writer[name] for name in step.inputs}, step.name
+        assert job[step.name] == json.loads(json.dumps(step.params, default=str)), step.name
+    # the decoder needs the images: that edge exists exactly when the decoder runs
+    assert ("data" in tasks["attack-op"]["inputs"]["artifacts"]) == ("decoder" in attacks)

@@ -1,6 +1,6 @@
 """Fault tests of the serving path: every bad request, answer or flag gets a clean, bounded error.
 
-The development server (bridging_tf.serving.dev_server) must answer each bad
+The development server (tests.dev_server) must answer each bad
 request with an HTTP status and a JSON ``{"error": ...}`` and never touch a path
 outside its base; the client must turn every transport failure into a
 one-line ``ServingError`` within its total deadline; ``pipelines.attack_served``
@@ -22,7 +22,7 @@ import pytest
 from bridging_tf.export import export_encoder
 from bridging_tf.models import build_backbone
 from bridging_tf.serving import RestClient, ServingError, make_client, parse_url
-from bridging_tf.serving.dev_server import DevServer
+from tests.dev_server import DevServer
 
 SHAPE = (12, 12, 3)
 MEAN, STD = (0.5, 0.4, 0.3), (0.5, 0.5, 0.25)
@@ -624,7 +624,7 @@ def test_grpc_server_refuses_bad_names_dtypes_and_values(base):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from bridging_tf.serving.dev_server import DevGrpcServer
+    from tests.dev_server import DevGrpcServer
 
     def request(name="enc", tensor=None):
         req = predict_pb2.PredictRequest()

@@ -21,9 +21,10 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate, generate_frames
 
-from bridging_tf.datasets import dicom, siim
-from bridging_tf.datasets.siim import prepare_siim, write_dicom, write_synthetic_competition
+from bridging_tf.datasets import dicom, siim, siim_ingest
+from bridging_tf.datasets.siim import prepare_siim
 from bridging_tf.errors import DataError, UserError
+from tests._synthetic_dicom import synthetic_pixels, write_dicom, write_synthetic_competition
 from tests.conftest import REPO, shared_path
 
 PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
@@ -32,7 +33,7 @@ TARGETS = ("Negative for Pneumonia", "Typical Appearance")
 
 def _image(shape=(256, 256), seed=0):
     rng = np.random.default_rng(seed)
-    return siim._synthetic_pixels(rng, shape, 1, "F")
+    return synthetic_pixels(rng, shape, 1, "F")
 
 
 def _frame(path) -> bytes:
@@ -301,12 +302,12 @@ def test_worker_whose_parent_is_gone_exits_at_start_and_from_its_watchdog(monkey
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
-    at_start = ctx.Process(target=siim._worker_init, args=(2 ** 22 + 12345,))
+    at_start = ctx.Process(target=siim_ingest._worker_init, args=(2 ** 22 + 12345,))
     at_start.start()
     at_start.join(10)
     assert at_start.exitcode == 1
-    monkeypatch.setattr(siim, "WATCHDOG_INTERVAL_S", 0.05)
-    watchdog = ctx.Process(target=siim._watch_parent, args=(2 ** 22 + 12345,))
+    monkeypatch.setattr(siim_ingest, "WATCHDOG_INTERVAL_S", 0.05)
+    watchdog = ctx.Process(target=siim_ingest._watch_parent, args=(2 ** 22 + 12345,))
     watchdog.start()
     watchdog.join(10)
     assert watchdog.exitcode == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridging_tf.datasets.siim import write_synthetic_competition
+from tests._synthetic_dicom import write_synthetic_competition
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = {"PatientName": "Fakeperson^Clitest", "InstitutionName": "Fakeington Cli Hospital"}

@@ -39,7 +39,7 @@ from PIL import Image
 from pydicom.uid import JPEGLosslessSV1
 
 from bridging_tf.datasets import dicom
-from bridging_tf.datasets.siim import write_dicom
+from tests._synthetic_dicom import write_dicom
 from tests.conftest import shared_path
 
 PYDICOM_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")

@@ -15,17 +15,10 @@ import pydicom
 import pytest
 
 from bridging_tf.datasets import dicom, siim
-from bridging_tf.datasets.siim import (
-    CLASS_COLUMNS,
-    IMAGE_CSV,
-    SKIP_REASONS,
-    STUDY_CSV,
-    prepare_siim,
-    split_patients,
-    write_dicom,
-    write_synthetic_competition,
-)
+from bridging_tf.datasets.siim import SKIP_REASONS, prepare_siim, split_patients
+from bridging_tf.datasets.siim_ingest import CLASS_COLUMNS, IMAGE_CSV, STUDY_CSV
 from bridging_tf.errors import DataError
+from tests._synthetic_dicom import write_dicom, write_synthetic_competition
 
 TARGETS = ("Negative for Pneumonia", "Typical Appearance")
 FAKE = {"PatientName": "Fakeperson^Jolanda^Q", "PatientBirthDate": "19470311",
@@ -280,7 +273,9 @@ def test_benchmark_ingest_reports_images_per_second(tmp_path):
     raw = tmp_path / "raw"
     write_synthetic_competition(raw, n_studies=8, image_shape=(64, 64),
                                 classes=[TARGETS[i % 2] for i in range(8)])
-    ips = siim.benchmark_ingest(raw, workers=1, image_size=32)
+    from benchmarks.dicom import benchmark_ingest
+
+    ips = benchmark_ingest(raw, workers=1, image_size=32)
     assert np.isfinite(ips) and ips > 0
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from bridging_tf import datasets
-from bridging_tf.datasets.siim import prepare_siim, write_synthetic_competition
+from bridging_tf.datasets.siim import prepare_siim
 from bridging_tf.errors import DataError
 from bridging_tf.models import build_backbone
+from tests._synthetic_dicom import write_synthetic_competition
 
 TARGETS = ("Negative for Pneumonia", "Typical Appearance")
 

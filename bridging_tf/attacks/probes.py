@@ -21,10 +21,12 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from bridging_tf.sampling import stratified_holdout
 
 
 class LinearProbe:
@@ -45,15 +47,15 @@ class LinearProbe:
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def step_lr(epoch: int, base_lr: float, step_size: int, gamma: float) -> float:
-    """PyTorch StepLR stepped once per epoch: ``base_lr * gamma ** (epoch // step_size)``."""
-    return base_lr * gamma ** (epoch // step_size)
-
-
 def train_linear_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, epochs: int = 50,
                        lr: float = 0.01, batch_size: int = 256, step_size: int = 20,
                        gamma: float = 0.1, seed: int = 0, verbose: int = 0) -> LinearProbe:
     """Fit the paper's linear attacker (see module doc); returns a :class:`LinearProbe`."""
+    import keras
+
+    # PyTorch StepLR stepped per epoch, in float64 as PyTorch computes it (``history["lr"]``).
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        np.float64(lr), decay_steps=step_size, decay_rate=np.float64(gamma), staircase=True)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
     n, d = x.shape
@@ -86,7 +88,7 @@ def train_linear_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, epochs
     history: Dict[str, List[float]] = {"loss": [], "accuracy": [], "lr": []}
     bar = _progbar(epochs, verbose, "linear probe")
     for epoch in range(epochs):
-        lr_e = step_lr(epoch, lr, step_size, gamma)
+        lr_e = float(schedule(epoch))
         loss, acc = run_epoch(tf.constant(rng.permutation(n).astype(np.int32)),
                               tf.constant(lr_e, tf.float32))
         history["loss"].append(float(loss))
@@ -95,26 +97,6 @@ def train_linear_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, epochs
         if bar is not None:
             bar.update(epoch + 1, [("loss", float(loss)), ("accuracy", float(acc))])
     return LinearProbe(w.numpy(), b.numpy(), history)
-
-
-def split_validation(y: np.ndarray, fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Stratified (train_idx, val_idx): ``fraction`` of each class in val (≥1 if it has ≥2)."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(len(idx) * fraction))
-        if len(idx) >= 2:
-            k = min(max(k, 1), len(idx) - 1)
-        else:
-            k = 0
-        val.append(idx[:k])
-    val_idx = np.sort(np.concatenate(val)) if val else np.array([], np.int64)
-    mask = np.ones(len(y), bool)
-    mask[val_idx] = False
-    return np.flatnonzero(mask), val_idx
 
 
 class MLPProbe:
@@ -146,7 +128,7 @@ def train_mlp_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *,
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int32)
     if x_val is None:
-        tr, va = split_validation(y, val_fraction, seed)
+        tr, va = stratified_holdout(y, val_fraction, np.random.default_rng(seed))
         x, y, x_val, y_val = x[tr], y[tr], x[va], y[va]
     x_val = np.asarray(x_val, np.float32)
     y_val = np.asarray(y_val, np.int32)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -28,6 +26,8 @@ import numpy as np
 from bridging_tf.attacks.data import AttackType
 from bridging_tf.attacks.gaussian import GaussianView
 from bridging_tf.errors import UserError
+from bridging_tf.fileio import atomic_write, write_text
+from bridging_tf.markdown import markdown_table
 
 JSON_NAME = "attacks.json"
 NPZ_NAME = "attacks.npz"
@@ -188,12 +188,9 @@ class AttackResults:
             return "\n".join(lines) + "\n"
         if fmt != "markdown":
             raise UserError(f"table format {fmt!r}: choose markdown or csv")
-        head = ["attack", "split"] + [h for _, h in cols]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in rows:
-            cells = [r["attack"], r["split"]] + [_num(r.get(k)) for k, _ in cols]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
+        return markdown_table(["attack", "split"] + [h for _, h in cols],
+                              [[r["attack"], r["split"]] + [_num(r.get(k)) for k, _ in cols]
+                               for r in rows])
 
     def to_dict(self) -> Dict[str, object]:
         """JSON-ready dict (no arrays)."""
@@ -222,9 +219,8 @@ class AttackResults:
                 arrays[key] = np.asarray(arr)
                 index.append({"owner": f"view:{split}", "name": name, "key": key})
         doc["arrays"] = index
-        _atomic_write(directory / NPZ_NAME, lambda f: np.savez_compressed(f, **arrays), "wb")
-        _atomic_write(directory / JSON_NAME,
-                      lambda f: f.write(json.dumps(_jsonable(doc), indent=2)), "w")
+        atomic_write(directory / NPZ_NAME, lambda f: np.savez_compressed(f, **arrays), "wb")
+        write_text(directory / JSON_NAME, json.dumps(_jsonable(doc), indent=2))
         return directory
 
     @classmethod
@@ -295,15 +291,3 @@ def _jsonable(obj):
     if isinstance(obj, AttackType):
         return obj.value
     return obj
-
-
-def _atomic_write(path: Path, writer, mode: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

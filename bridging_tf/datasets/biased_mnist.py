@@ -42,9 +42,10 @@ from typing import Optional
 import numpy as np
 
 from bridging_tf.datasets.base import ArraySplit, DataBundle, DeferredSplit, aligned_empty
-from bridging_tf.datasets.checks import check_attack_size, check_attack_split, check_seed
+from bridging_tf.datasets.checks import check_attack_split
 from bridging_tf.datasets.mnist_source import load_mnist
 from bridging_tf.errors import UserError
+from bridging_tf.options import BiasedMnistData, DataOptions, check_value, choices_of
 
 COLOUR_MAP = np.array([
     [255, 0, 0], [0, 255, 0], [0, 0, 255], [225, 225, 0], [225, 0, 225],
@@ -54,7 +55,7 @@ COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "
                 "purple", "grey")
 TRAIN_RHOS = (0.99, 0.995, 0.997, 0.999)
 TEST_RHOS = {"biased": 1.0, "rho0": 0.0, "unbiased": 0.1}
-ATTACK_PROTOCOLS = ("sound", "paper")
+ATTACK_PROTOCOLS = choices_of(BiasedMnistData.__dataclass_fields__["attack_protocol"])
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 #: The images are always 28x28x3 (there is no ``image_size`` option).
@@ -73,8 +74,7 @@ def n_aligned(n: int, rho: float) -> int:
 def assign_colours(labels: np.ndarray, rho: float, rng: np.random.Generator,
                    n_confusing: int = 9, num_classes: int = 10) -> np.ndarray:
     """Bias (colour) label per sample with the reference's deterministic proportions."""
-    if not 0.0 <= rho <= 1.0:
-        raise UserError(f"--rho={rho} is outside [0, 1]")
+    rho = check_value("rho", rho)
     labels = np.asarray(labels)
     bias = np.empty(len(labels), dtype=np.int32)
     for d in range(num_classes):
@@ -120,9 +120,10 @@ def _subsample(n_total: int, size: Optional[int], rng) -> np.ndarray:
     return np.sort(rng.choice(n_total, size=size, replace=False))
 
 
-def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
-                      train_size: Optional[int] = None, val_size: int = 5000,
-                      test_size: Optional[int] = None, attack_protocol: str = "sound",
+def load_biased_mnist(data_dir=None, rho: float = BiasedMnistData.rho,
+                      seed: int = DataOptions.seed, train_size: Optional[int] = None,
+                      val_size: int = BiasedMnistData.val_size, test_size: Optional[int] = None,
+                      attack_protocol: str = BiasedMnistData.attack_protocol,
                       attack_size: Optional[int] = None, allow_download: bool = True,
                       **unused) -> DataBundle:
     """Build Biased-MNIST (see module doc).
@@ -137,17 +138,8 @@ def load_biased_mnist(data_dir=None, rho: float = 0.997, seed: int = 0,
       attack_protocol: ``"sound"`` or ``"paper"`` (see module doc).
       attack_size: attacker training examples (default: as many as ``train``).
     """
-    if not 0.0 <= float(rho) <= 1.0:
-        raise UserError(f"--rho={rho} is outside [0, 1]")
-    if attack_protocol not in ATTACK_PROTOCOLS:
-        raise UserError(f"--attack_protocol={attack_protocol!r}: choose one of "
-                        f"{', '.join(ATTACK_PROTOCOLS)}")
-    for flag, value in (("train_size", train_size), ("test_size", test_size),
-                        ("attack_size", attack_size)):
-        if value is not None and int(value) <= 0:
-            raise UserError(f"--{flag}={value} must be a positive number of images")
-    check_attack_size(attack_size)
-    seed = check_seed(seed)
+    seed = DataOptions(seed=seed, rho=rho, train_size=train_size, test_size=test_size,
+                       attack_size=attack_size, attack_protocol=attack_protocol).seed
     (x_tr, y_tr), (x_te, y_te) = load_mnist(data_dir, allow_download=allow_download)
     if not 0 <= val_size < len(x_tr):
         raise UserError(f"--val_size={val_size} must be in [0, {len(x_tr)})")

@@ -51,6 +51,7 @@ from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle, Split
 from bridging_tf.datasets.checks import check_attack_size, check_attack_split, check_seed
 from bridging_tf.errors import DataError, UserError
+from bridging_tf.options import CelebaData, DataOptions
 
 ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
@@ -326,9 +327,10 @@ def _index_folder(data_dir, target, private, size, cache, verify_images):
             info)
 
 
-def load_celeba(data_dir=None, target: Optional[str] = "Blond_Hair",
-                private: Optional[str] = "Male", image_size: int = faces.DEFAULT_IMAGE_SIZE,
-                seed: int = 0, train_size: Optional[int] = None,
+def load_celeba(data_dir=None, target: Optional[str] = CelebaData.target,
+                private: Optional[str] = CelebaData.private,
+                image_size: int = faces.DEFAULT_IMAGE_SIZE, seed: int = DataOptions.seed,
+                train_size: Optional[int] = None,
                 test_size: Optional[int] = None, attack_size: Optional[int] = None,
                 val_fraction: float = 0.2, holdout_fraction: float = 0.5,
                 source: str = "auto", verify_images: bool = True, cache="auto",

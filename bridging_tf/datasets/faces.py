@@ -44,8 +44,10 @@ from bridging_tf.datasets.base import (
     flip_left_right,
     normalize_images,
 )
-from bridging_tf.datasets.checks import check_attack_split
+from bridging_tf.datasets.checks import check_attack_size, check_attack_split, check_seed
 from bridging_tf.errors import DataError, UserError
+from bridging_tf.options import EbFacesData
+from bridging_tf.sampling import stratified_holdout
 
 log = logging.getLogger(__name__)
 
@@ -187,26 +189,6 @@ def require_dir(data_dir, flag: str = "--data_dir") -> str:
 
 # --------------------------------------------------------------------------- sampling
 
-def stratified_holdout(groups: np.ndarray, fraction: float, rng: np.random.Generator):
-    """Seeded split of indices: ``round(fraction * n_g)`` of every group held out.
-
-    Groups of at least 2 keep one example on each side. Returns
-    ``(kept, held_out)`` sorted index arrays.
-    """
-    groups = np.asarray(groups)
-    held = []
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        idx = idx[rng.permutation(len(idx))]
-        k = int(round(fraction * len(idx)))
-        if len(idx) >= 2:
-            k = min(max(k, 1), len(idx) - 1)
-        held.append(idx[:k])
-    held = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
-    kept = np.setdiff1d(np.arange(len(groups)), held)
-    return kept, held
-
-
 def subsample(n: int, size: Optional[int], rng: np.random.Generator, flag: str) -> np.ndarray:
     """Sorted seeded choice of ``size`` of ``range(n)`` (all when ``size`` is None or >= n)."""
     if size is None:
@@ -218,18 +200,21 @@ def subsample(n: int, size: Optional[int], rng: np.random.Generator, flag: str) 
     return np.sort(rng.choice(n, size=int(size), replace=False))
 
 
-def check_eb_options(data_dir, image_size, split, target, private, test_fraction):
+def check_eb_options(data_dir, image_size, split, target, private, test_fraction, seed,
+                     attack_size):
     """Validate the options shared by the EB1/EB2 loaders (IMDB, UTKFace).
 
-    Returns ``(data_dir, image_size, split, target)``; bad values are one-line errors.
+    Returns ``(data_dir, image_size, split, target, seed)``; bad values are one-line errors.
     """
     data_dir = require_dir(data_dir)
     size = check_image_size(image_size)
-    split = check_eb_split(split or "EB1")
+    split = check_eb_split(split or EbFacesData.split)
     target = face_task(target, private)
     if not 0.0 < float(test_fraction) < 1.0:
         raise UserError(f"test_fraction={test_fraction} must be in (0, 1)")
-    return data_dir, size, split, target
+    seed = check_seed(seed)
+    check_attack_size(attack_size)
+    return data_dir, size, split, target, seed
 
 
 def check_image_size(image_size) -> int:

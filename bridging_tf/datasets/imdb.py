@@ -39,8 +39,9 @@ import numpy as np
 
 from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle
-from bridging_tf.datasets.checks import check_attack_size, check_attack_split, check_seed
+from bridging_tf.datasets.checks import check_attack_split
 from bridging_tf.errors import DataError
+from bridging_tf.options import DataOptions, EbFacesData
 
 CSV_NAMES = ("EB1.csv", "EB2.csv", "test.csv")
 MAT_FIELDS = ("dob", "photo_taken", "full_path", "gender", "face_location", "face_score",
@@ -292,9 +293,10 @@ def _find_layout(data_dir: str):
                     f"EB1.csv/EB2.csv/test.csv (see data/imdb.md)")
 
 
-def load_imdb(data_dir=None, split: str = "EB1", target: Optional[str] = "age",
-              private: Optional[str] = None, image_size: int = faces.DEFAULT_IMAGE_SIZE,
-              seed: int = 0, train_size: Optional[int] = None,
+def load_imdb(data_dir=None, split: str = EbFacesData.split,
+              target: Optional[str] = EbFacesData.target, private: Optional[str] = None,
+              image_size: int = faces.DEFAULT_IMAGE_SIZE, seed: int = DataOptions.seed,
+              train_size: Optional[int] = None,
               test_size: Optional[int] = None, attack_size: Optional[int] = None,
               test_fraction: float = 0.2, min_face_score: float = 1.0,
               face_crop: bool = True, verify_images: bool = True, cache="auto",
@@ -315,10 +317,8 @@ def load_imdb(data_dir=None, split: str = "EB1", target: Optional[str] = "age",
       verify_images: open each file once to skip incomplete JPEGs (counted).
       cache: see :class:`~bridging_tf.datasets.faces.FileSplit`.
     """
-    data_dir, size, split, target = faces.check_eb_options(data_dir, image_size, split, target,
-                                                          private, test_fraction)
-    seed = check_seed(seed)
-    check_attack_size(attack_size)
+    data_dir, size, split, target, seed = faces.check_eb_options(
+        data_dir, image_size, split, target, private, test_fraction, seed, attack_size)
     layout, root, mat = _find_layout(data_dir)
     common = dict(split=split, target=target, image_size=size, seed=seed,
                   train_size=train_size, test_size=test_size, attack_size=attack_size,

@@ -35,8 +35,8 @@ import numpy as np
 
 from bridging_tf.datasets import faces
 from bridging_tf.datasets.base import DataBundle
-from bridging_tf.datasets.checks import check_attack_size, check_seed
 from bridging_tf.errors import DataError
+from bridging_tf.options import DataOptions, EbFacesData
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,10 @@ def index_folder(folder: str):
     return np.asarray(paths, dtype=object), arr[:, 0], arr[:, 1], arr[:, 2], malformed
 
 
-def load_utkface(data_dir=None, split: str = "EB1", target: Optional[str] = "age",
-                 private: Optional[str] = None, image_size: int = faces.DEFAULT_IMAGE_SIZE,
-                 seed: int = 0, train_size: Optional[int] = None,
+def load_utkface(data_dir=None, split: str = EbFacesData.split,
+                 target: Optional[str] = EbFacesData.target, private: Optional[str] = None,
+                 image_size: int = faces.DEFAULT_IMAGE_SIZE, seed: int = DataOptions.seed,
+                 train_size: Optional[int] = None,
                  test_size: Optional[int] = None, attack_size: Optional[int] = None,
                  test_fraction: float = 0.2, verify_images: bool = True, cache="auto",
                  **unused) -> DataBundle:
@@ -107,10 +108,8 @@ def load_utkface(data_dir=None, split: str = "EB1", target: Optional[str] = "age
       verify_images: open each file once to skip incomplete JPEGs (counted).
       cache: see :class:`~bridging_tf.datasets.faces.FileSplit`.
     """
-    data_dir, size, split, target = faces.check_eb_options(data_dir, image_size, split, target,
-                                                          private, test_fraction)
-    seed = check_seed(seed)
-    check_attack_size(attack_size)
+    data_dir, size, split, target, seed = faces.check_eb_options(
+        data_dir, image_size, split, target, private, test_fraction, seed, attack_size)
     folder = image_folder(data_dir)
     paths, age, gender, _race, malformed = index_folder(folder)
     if len(paths) == 0:

@@ -48,12 +48,12 @@ def build_method(name: str, *, backbone, num_classes: int, num_private: int,
                  biased_backbone=None, weight_decay: float = 0.0, hparams=None):
     """Construct method ``name`` around ``backbone`` (and ``biased_backbone`` if it needs one).
 
-    ``hparams`` may hold every method's flags; only the keys in the method's
-    ``HPARAMS`` are passed on.
+    ``hparams`` may hold every method's flags; only the fields of the method's
+    ``HPARAMS`` dataclass are passed on (a missing one: the dataclass's default).
     """
     cls = get_method_class(name)
     hparams = dict(hparams or {})
-    kwargs = {k: hparams[k] for k in cls.HPARAMS if k in hparams and hparams[k] is not None}
+    kwargs = {k: hparams[k] for k in cls.HPARAMS.names() if hparams.get(k) is not None}
     if cls.uses_private_label:
         kwargs["num_private"] = num_private
     if cls.needs_biased_backbone:
@@ -67,10 +67,11 @@ def build_method(name: str, *, backbone, num_classes: int, num_private: int,
 
 
 def all_hparams() -> dict:
-    """Union of every registered method's ``HPARAMS`` (flag name -> (default, help))."""
+    """Every registered method's hyper-parameters: flag name -> ``dataclasses.Field``."""
+    import dataclasses
     out = {}
     for name in available():
-        out.update(get_method_class(name).HPARAMS)
+        out.update({f.name: f for f in dataclasses.fields(get_method_class(name).HPARAMS)})
     return out
 
 

@@ -50,7 +50,8 @@ import tensorflow as tf
 from keras import ops
 
 from bridging_tf.methods.base import DebiasModel, _labels, add_coupled_weight_decay, cross_entropy
-from bridging_tf.methods.biased import BiasedBranchModel, clone_optimizer
+from bridging_tf.methods.biased import BiasedBranchModel, second_optimizer
+from bridging_tf.options import AdversarialHparams
 
 
 def gradient_reversal(x, scale=1.0):
@@ -128,17 +129,13 @@ class AdversarialModel(DebiasModel):
     method_name = "adversarial"
     loss_term_names = ("adv_ce", "adv_accuracy", "adv_weight")
     uses_private_label = True
-    HPARAMS = {
-        "adv_lambda": (1.0, "Adversarial: gradient-reversal strength lambda (the encoder "
-                            "minimises CE - lambda * CE_adversary)."),
-        "adv_warmup_epochs": (0.0, "Adversarial: epochs of linear warm-up of lambda from 0 "
-                                   "(0 = none)."),
-        "adv_steps": (1, "Adversarial: adversary optimizer steps per encoder step."),
-        "adv_hidden": (256, "Adversarial: units in each of the adversary MLP's 2 hidden layers."),
-    }
+    HPARAMS = AdversarialHparams
 
-    def __init__(self, backbone, num_private: int = 10, adv_lambda: float = 1.0,
-                 adv_warmup_epochs: float = 0.0, adv_steps: int = 1, adv_hidden: int = 256,
+    def __init__(self, backbone, num_private: int = 10,
+                 adv_lambda: float = AdversarialHparams.adv_lambda,
+                 adv_warmup_epochs: float = AdversarialHparams.adv_warmup_epochs,
+                 adv_steps: int = AdversarialHparams.adv_steps,
+                 adv_hidden: int = AdversarialHparams.adv_hidden,
                  steps_per_epoch=None, weight_decay: float = 0.0, **kwargs):
         super().__init__(backbone, weight_decay=weight_decay, **kwargs)
         for name, value, ok, what in (
@@ -273,17 +270,9 @@ class AdversarialModel(DebiasModel):
         super().compile(optimizer=optimizer, **kwargs)
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_for_step())
-        adv = (clone_optimizer(self.optimizer) if adversary_optimizer is None
-               else keras.optimizers.get(adversary_optimizer))
-        if adv is self.optimizer or adv is optimizer:
-            raise ValueError("adversary_optimizer must be a different optimizer object from the "
-                             "main one")
-        if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-                and not isinstance(adv, keras.optimizers.LossScaleOptimizer)):
-            adv = keras.optimizers.LossScaleOptimizer(adv)
-        self.adversary_optimizer = adv
-        if not adv.built:
-            adv.build(self.adversary_variables)
+        self.adversary_optimizer = second_optimizer(
+            self.optimizer, adversary_optimizer, self.adversary_variables, passed=optimizer,
+            what="adversary_optimizer", other="the main one")
 
     def get_compile_config(self):
         config = super().get_compile_config()

@@ -29,6 +29,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from bridging_tf.options import NoHparams
+
 
 def _labels(y, key: str, method: str):
     if isinstance(y, dict):
@@ -76,9 +78,9 @@ class DebiasModel(keras.Model):
     loss_term_names: Sequence[str] = ()
     #: whether the private label is used during training.
     uses_private_label = False
-    #: method hyper-parameters exposed as CLI flags: name -> (default, help).
-    #: ``build_method`` passes the resolved values as keyword arguments.
-    HPARAMS: dict = {}
+    #: the method's hyper-parameters: a :mod:`bridging_tf.options` dataclass (one CLI flag per
+    #: field); ``build_method`` passes the resolved values as keyword arguments.
+    HPARAMS: type = NoHparams
     #: whether the method needs a second, "biased" backbone g (RUBi, LearnedMixin, ReBias).
     needs_biased_backbone = False
 
@@ -165,18 +167,26 @@ class DebiasModel(keras.Model):
         return self.update_trackers(y, logits, total, parts)
 
     def update_trackers(self, y, logits, total, parts):
+        """Update every tracker and the metrics passed to ``compile`` -> the step's logs."""
         self.loss_tracker.update_state(total)
         self.ce_tracker.update_state(parts["ce_loss"])
         for name, tracker in self.term_trackers.items():
             if name in parts:
                 tracker.update_state(parts[name])
         self.accuracy_tracker.update_state(_labels(y, "label", self.method_name), logits)
-        return {m.name: m.result() for m in self.metrics}
+        return self.compute_metrics(None, y, logits)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """``compile(metrics=...)`` metrics see the target label, not the whole ``y`` dict."""
+        return super().compute_metrics(x, _labels(y, "label", self.method_name), y_pred,
+                                       sample_weight)
 
     @property
     def metrics(self):
+        """Every tracker (so ``fit`` resets them each epoch), then ``compile``'s metrics."""
+        compiled = getattr(self, "_compile_metrics", None)
         return [self.loss_tracker, self.ce_tracker, *self.term_trackers.values(),
-                self.accuracy_tracker]
+                self.accuracy_tracker, *([] if compiled is None else [compiled])]
 
     # --------------------------------------------------------- serialization
     def get_config(self):

@@ -40,6 +40,24 @@ def clone_optimizer(optimizer):
     return optimizer.__class__.from_config(optimizer.get_config())
 
 
+def second_optimizer(main, given, variables, *, passed=None, what: str, other: str):
+    """The second player's optimizer, built on its ``variables``.
+
+    ``given``, or a clone of ``main`` (call it after ``compile``, so a mixed-precision
+    loss-scale wrapper is cloned too); loss-scaled whenever ``main`` is. ``passed`` is the
+    object given for ``main`` (before Keras wraps it): the two must be different objects.
+    """
+    opt = clone_optimizer(main) if given is None else keras.optimizers.get(given)
+    if opt is main or opt is passed:
+        raise ValueError(f"{what} must be a different optimizer object from {other}")
+    if (isinstance(main, keras.optimizers.LossScaleOptimizer)
+            and not isinstance(opt, keras.optimizers.LossScaleOptimizer)):
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    if not opt.built:
+        opt.build(variables)
+    return opt
+
+
 @keras.saving.register_keras_serializable(package="bridging_tf")
 class BiasedModel(DebiasModel):
     """g alone, trained with cross-entropy on the target (the "Biased" baseline).
@@ -129,23 +147,13 @@ class BiasedBranchModel(DebiasModel):
         """
         if optimizer is not None and f_optimizer is not None:
             raise ValueError("pass either optimizer= or f_optimizer=, not both")
-        f_opt = keras.optimizers.get(f_optimizer if f_optimizer is not None
-                                     else (optimizer if optimizer is not None else "rmsprop"))
-        super().compile(optimizer=f_opt, **kwargs)
+        f_opt = optimizer if f_optimizer is None else f_optimizer
+        super().compile(optimizer="rmsprop" if f_opt is None else f_opt, **kwargs)
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_for_step())
         if self.g_trained_in_fit:
-            # clone after super().compile so a mixed-precision loss-scale wrapper is cloned too
-            g_opt = (clone_optimizer(self.optimizer) if g_optimizer is None
-                     else keras.optimizers.get(g_optimizer))
-            if g_opt is self.optimizer or g_opt is f_opt:
-                raise ValueError("g_optimizer must be a different optimizer object from f's")
-            if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-                    and not isinstance(g_opt, keras.optimizers.LossScaleOptimizer)):
-                g_opt = keras.optimizers.LossScaleOptimizer(g_opt)
-            self.g_optimizer = g_opt
-            if not g_opt.built:
-                g_opt.build(self.g_variables)
+            self.g_optimizer = second_optimizer(self.optimizer, g_optimizer, self.g_variables,
+                                                passed=f_opt, what="g_optimizer", other="f's")
 
     def get_compile_config(self):
         config = super().get_compile_config()

@@ -34,6 +34,7 @@ from keras import ops
 
 from bridging_tf.distribute import gather_global
 from bridging_tf.methods.base import DebiasModel, _labels, cross_entropy
+from bridging_tf.options import EnDHparams
 
 PAIR_MODES = ("all", "reference")
 
@@ -57,7 +58,7 @@ def end_orthogonal(z, private, num_private: int):
     return ops.where(n_pairs > 0, ops.sum(ops.abs(per_class)) / ops.maximum(n_pairs, 1.0), 0.0)
 
 
-def end_parallel(z, labels, private, pairs: str = "all"):
+def end_parallel(z, labels, private, pairs: str = EnDHparams.pairs):
     """``R_∥``: entangling term over same-target / different-private pairs."""
     if pairs not in PAIR_MODES:
         raise ValueError(f"pairs must be one of {PAIR_MODES}, got {pairs!r}")
@@ -79,8 +80,8 @@ def end_parallel(z, labels, private, pairs: str = "all"):
 class EnDRegularizer(keras.layers.Layer):
     """The EnD penalty as a layer: ``(z, labels, private) -> (alpha*R_⊥ + beta*R_∥, R_⊥, R_∥)``."""
 
-    def __init__(self, num_private: int, alpha: float = 1.0, beta: float = 1.0,
-                 pairs: str = "all", **kwargs):
+    def __init__(self, num_private: int, alpha: float = EnDHparams.alpha,
+                 beta: float = EnDHparams.beta, pairs: str = EnDHparams.pairs, **kwargs):
         super().__init__(**kwargs)
         if pairs not in PAIR_MODES:
             raise ValueError(f"pairs must be one of {PAIR_MODES}, got {pairs!r}")
@@ -118,14 +119,11 @@ class EnDModel(DebiasModel):
     uses_private_label = True
     #: CLI flag -> (default, help); the CLI defines one flag per entry and
     #: passes the values back as keyword arguments of the same name.
-    HPARAMS = {
-        "alpha": (1.0, "EnD: weight of the disentangling term R_orth (same private label)."),
-        "beta": (1.0, "EnD: weight of the entangling term R_par (same target, other private)."),
-        "pairs": ("all", "EnD: R_par pairs, 'all' or 'reference' (the authors' half-pairs quirk)."),
-    }
+    HPARAMS = EnDHparams
 
-    def __init__(self, backbone, num_private: int = 10, alpha: float = 1.0, beta: float = 1.0,
-                 pairs: str = "all", weight_decay: float = 0.0, **kwargs):
+    def __init__(self, backbone, num_private: int = 10, alpha: float = EnDHparams.alpha,
+                 beta: float = EnDHparams.beta, pairs: str = EnDHparams.pairs,
+                 weight_decay: float = 0.0, **kwargs):
         super().__init__(backbone, weight_decay=weight_decay, **kwargs)
         self.regularizer = EnDRegularizer(num_private, alpha, beta, pairs, name="end_regularizer")
 

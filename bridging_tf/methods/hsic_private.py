@@ -42,6 +42,7 @@ from bridging_tf.methods.hsic import (
     hsic_unbiased_from_kernels,
     rbf_kernel,
 )
+from bridging_tf.options import HSICPrivateHparams
 
 
 def hsic_private_penalty(z, private, num_private: int, sigma=None):
@@ -102,15 +103,12 @@ class HSICPrivateModel(DebiasModel):
     method_name = "hsic_private"
     loss_term_names = ("hsic_private",)
     uses_private_label = True
-    HPARAMS = {
-        "hsic_lambda": (100.0, "HSIC-private: weight of HSIC(bottleneck, private label)."),
-        "hsic_sigma_mode": ("median", "HSIC-private: RBF bandwidth on the bottleneck, 'median' "
-                                      "(per-batch median heuristic) or 'fixed' (--hsic_sigma)."),
-        "hsic_sigma": (1.0, "HSIC-private: RBF kernel width in 'fixed' mode."),
-    }
+    HPARAMS = HSICPrivateHparams
 
-    def __init__(self, backbone, num_private: int = 10, hsic_lambda: float = 100.0,
-                 hsic_sigma: float = 1.0, hsic_sigma_mode: str = "median",
+    def __init__(self, backbone, num_private: int = 10,
+                 hsic_lambda: float = HSICPrivateHparams.hsic_lambda,
+                 hsic_sigma: float = HSICPrivateHparams.hsic_sigma,
+                 hsic_sigma_mode: str = HSICPrivateHparams.hsic_sigma_mode,
                  weight_decay: float = 0.0, **kwargs):
         super().__init__(backbone, weight_decay=weight_decay, **kwargs)
         if float(hsic_lambda) < 0:

@@ -42,7 +42,7 @@ Example::
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 import keras
 import tensorflow as tf
@@ -51,9 +51,13 @@ from keras import ops
 from bridging_tf.methods.base import _labels, cross_entropy
 from bridging_tf.methods.biased import BiasedBranchModel, BiasedModel, clone_optimizer
 from bridging_tf.models.layers import torch_dense
+from bridging_tf.options import LearnedMixinHparams
+
+log = logging.getLogger(__name__)
 
 
-def learned_mixin_loss(labels, f_logits, g_logits, gate, entropy_weight: float = 0.36):
+def learned_mixin_loss(labels, f_logits, g_logits, gate,
+                       entropy_weight: float = LearnedMixinHparams.lm_entropy_weight):
     """``(total, mixed_ce, entropy)`` for LearnedMixin + H.
 
     ``gate`` is ``s(x)`` with shape ``[B, 1]`` (already softplus-ed).
@@ -84,19 +88,14 @@ class LearnedMixinModel(BiasedBranchModel):
     method_name = "learned_mixin"
     loss_term_names = ("lm_mixed_ce", "lm_entropy", "lm_gate")
     g_trained_in_fit = False
-    HPARAMS = {
-        "lm_entropy_weight": (0.36, "LearnedMixin: weight w_H of the entropy penalty."),
-        "lm_pretrain_epochs": (5, "LearnedMixin: epochs of bias-only (g) pre-training before f."),
-        "reference_untrained_gate": (
-            False, "LearnedMixin: never train the gate, as the reference code (bug) does."),
-        "reference_g_bn_drift": (
-            False, "LearnedMixin: keep frozen g's BatchNorm in train mode (statistics drift), "
-                   "as the reference does."),
-    }
+    HPARAMS = LearnedMixinHparams
 
-    def __init__(self, backbone, biased_backbone, lm_entropy_weight: float = 0.36,
-                 lm_pretrain_epochs: int = 5, reference_untrained_gate: bool = False,
-                 reference_g_bn_drift: bool = False, weight_decay: float = 0.0, **kwargs):
+    def __init__(self, backbone, biased_backbone,
+                 lm_entropy_weight: float = LearnedMixinHparams.lm_entropy_weight,
+                 lm_pretrain_epochs: int = LearnedMixinHparams.lm_pretrain_epochs,
+                 reference_untrained_gate: bool = LearnedMixinHparams.reference_untrained_gate,
+                 reference_g_bn_drift: bool = LearnedMixinHparams.reference_g_bn_drift,
+                 weight_decay: float = 0.0, **kwargs):
         super().__init__(backbone, biased_backbone, weight_decay=weight_decay, **kwargs)
         self.lm_entropy_weight = float(lm_entropy_weight)
         self.lm_pretrain_epochs = int(lm_pretrain_epochs)
@@ -122,9 +121,8 @@ class LearnedMixinModel(BiasedBranchModel):
         """Pre-train g with CE for ``lm_pretrain_epochs`` epochs (skipped if already done)."""
         if self.g_ready:
             return
-        if verbose:
-            print(f"[{self.method_name}] pre-training the biased network g for "
-                  f"{self.lm_pretrain_epochs} epochs (then frozen)")
+        log.info("%s: pre-training the biased network g for %d epochs (then frozen)",
+                 self.method_name, self.lm_pretrain_epochs)
         compiled = getattr(self, "optimizer", None) is not None
         with self.distribute_strategy.scope():
             optimizer = (clone_optimizer(self.optimizer) if compiled
@@ -138,14 +136,16 @@ class LearnedMixinModel(BiasedBranchModel):
         self.g_pretrained_epochs.assign(self.lm_pretrain_epochs)
 
     def fit(self, x=None, *args, **kwargs):
-        """``keras.Model.fit``, pre-training g first if :meth:`prepare` was not run."""
+        """``keras.Model.fit``, pre-training g first if :meth:`prepare` was not run.
+
+        (The one Keras hook that sees the training data: ``train_step`` sees one batch.)
+        """
         if not self.g_ready:
             if isinstance(x, tf.data.Dataset):
                 self.prepare(x, verbose=kwargs.get("verbose", "auto"))
             else:
-                warnings.warn("LearnedMixin: g is not pre-trained; call model.prepare(train_ds) "
-                              "before fit() (fit only does it for a tf.data.Dataset)",
-                              stacklevel=2)
+                log.warning("LearnedMixin: g is not pre-trained; call model.prepare(train_ds) "
+                            "before fit() (fit only does it for a tf.data.Dataset)")
         return super().fit(x, *args, **kwargs)
 
     # ------------------------------------------------------------------- loss

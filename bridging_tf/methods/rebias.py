@@ -42,6 +42,7 @@ from keras import ops
 from bridging_tf.methods.base import _labels, cross_entropy
 from bridging_tf.methods.biased import BiasedBranchModel
 from bridging_tf.methods.hsic import SIGMA_MODES, RbfHSIC
+from bridging_tf.options import ReBiasHparams
 
 
 @keras.saving.register_keras_serializable(package="bridging_tf")
@@ -60,18 +61,14 @@ class ReBiasModel(BiasedBranchModel):
 
     method_name = "rebias"
     loss_term_names = ("hsic_f", "hsic_g", "g_ce")
-    HPARAMS = {
-        "rebias_lambda_f": (1.0, "ReBias: weight of HSIC(h_f, h_g) in f's loss."),
-        "rebias_lambda_g": (1.0, "ReBias: weight of -HSIC(h_g, h_f) in g's loss."),
-        "rebias_sigma": (1.0, "ReBias: RBF kernel width sigma (fixed mode)."),
-        "rebias_kernel_sigma_mode": (
-            "fixed", "ReBias: 'fixed' (use --rebias_sigma) or 'median' (per-batch median "
-                     "heuristic)."),
-    }
+    HPARAMS = ReBiasHparams
 
-    def __init__(self, backbone, biased_backbone, rebias_lambda_f: float = 1.0,
-                 rebias_lambda_g: float = 1.0, rebias_sigma: float = 1.0,
-                 rebias_kernel_sigma_mode: str = "fixed", weight_decay: float = 0.0, **kwargs):
+    def __init__(self, backbone, biased_backbone,
+                 rebias_lambda_f: float = ReBiasHparams.rebias_lambda_f,
+                 rebias_lambda_g: float = ReBiasHparams.rebias_lambda_g,
+                 rebias_sigma: float = ReBiasHparams.rebias_sigma,
+                 rebias_kernel_sigma_mode: str = ReBiasHparams.rebias_kernel_sigma_mode,
+                 weight_decay: float = 0.0, **kwargs):
         super().__init__(backbone, biased_backbone, weight_decay=weight_decay, **kwargs)
         if rebias_kernel_sigma_mode not in SIGMA_MODES:
             raise ValueError(f"rebias_kernel_sigma_mode must be one of {SIGMA_MODES}, "
@@ -100,15 +97,22 @@ class ReBiasModel(BiasedBranchModel):
         hsic_f = self.hsic(h_f, ops.stop_gradient(h_g))
         return ce + self.rebias_lambda_f * hsic_f, ce, hsic_f
 
-    def compute_total_loss(self, x, y, logits, z, training=False, g_outputs=None):
-        """f's objective (evaluation: one g forward, both HSIC views equal)."""
+    def compute_total_loss(self, x, y, logits, z, training=False, g_step=None):
+        """f's objective and every tracker's value, in training and evaluation alike.
+
+        ``g_step=(h_g, g_ce, hsic_g)`` comes from this batch's g step (``h_g`` after g's
+        update, the other two before it); without it (evaluation) g runs forward once and
+        ``hsic_g`` equals ``hsic_f``.
+        """
         labels = _labels(y, "label", self.method_name)
-        if g_outputs is None:
-            g_outputs = self.biased_backbone(x, training=training)
-        g_logits, h_g = g_outputs
+        if g_step is None:
+            g_logits, h_g = self.biased_backbone(x, training=training)
+            g_ce, hsic_g = cross_entropy(labels, g_logits), None
+        else:
+            h_g, g_ce, hsic_g = g_step
         total, ce, hsic_f = self.f_loss(labels, logits, z, h_g)
-        return total, {"ce_loss": ce, "hsic_f": hsic_f, "hsic_g": hsic_f,
-                       "g_ce": cross_entropy(labels, g_logits)}
+        return total, {"ce_loss": ce, "hsic_f": hsic_f,
+                       "hsic_g": hsic_f if hsic_g is None else hsic_g, "g_ce": g_ce}
 
     def train_step(self, data):
         x, y = self._unpack(data)
@@ -129,10 +133,10 @@ class ReBiasModel(BiasedBranchModel):
                 # 2) the f step sees the updated g (a cheap second g forward).
                 if self.rebias_lambda_f != 0.0:
                     _, h_g = self.biased_backbone(x, training=True)
-            total, ce, hsic_f = self.f_loss(labels, logits, h_f, h_g)
+            total, parts = self.compute_total_loss(x, y, logits, h_f, training=True,
+                                                   g_step=(h_g, g_ce, hsic_g))
             f_scaled = self.scaled(total, f_factor)
         self.apply_player_step(self.optimizer, f_tape, f_scaled, f_vars, f_factor)
-        parts = {"ce_loss": ce, "hsic_f": hsic_f, "hsic_g": hsic_g, "g_ce": g_ce}
         return self.update_trackers(y, logits, total, parts)
 
     def get_config(self):

@@ -49,9 +49,10 @@ from keras import ops
 from bridging_tf.methods.base import _labels, cross_entropy
 from bridging_tf.methods.biased import BiasedBranchModel
 from bridging_tf.models.layers import torch_dense
+from bridging_tf.options import RUBiHparams
 
 
-def rubi_loss(labels, f_logits, bias_logits, weight: float = 1.0):
+def rubi_loss(labels, f_logits, bias_logits, weight: float = RUBiHparams.rubi_weight):
     """``(total, masked_ce, bias_ce)`` with ``total = CE(ℓ_f ⊙ σ(q), y) + weight·CE(q, y)``."""
     f_logits, bias_logits = ops.cast(f_logits, "float32"), ops.cast(bias_logits, "float32")
     masked = f_logits * ops.sigmoid(bias_logits)
@@ -74,15 +75,11 @@ class RUBiModel(BiasedBranchModel):
 
     method_name = "rubi"
     loss_term_names = ("rubi_loss", "bias_ce", "g_ce")
-    HPARAMS = {
-        "rubi_weight": (1.0, "RUBi: weight of the question loss CE(bias-head logits, y)."),
-        "reference_untrained_head": (
-            False, "RUBi: never train the bias head, as the reference code (bug) does; "
-                   "use to compare with the paper's RUBi numbers."),
-    }
+    HPARAMS = RUBiHparams
 
-    def __init__(self, backbone, biased_backbone, rubi_weight: float = 1.0,
-                 reference_untrained_head: bool = False, weight_decay: float = 0.0, **kwargs):
+    def __init__(self, backbone, biased_backbone, rubi_weight: float = RUBiHparams.rubi_weight,
+                 reference_untrained_head: bool = RUBiHparams.reference_untrained_head,
+                 weight_decay: float = 0.0, **kwargs):
         super().__init__(backbone, biased_backbone, weight_decay=weight_decay, **kwargs)
         self.rubi_weight = float(rubi_weight)
         self.reference_untrained_head = bool(reference_untrained_head)

@@ -73,14 +73,18 @@ def _protocol_text(protocol: str) -> str:
             else f"{protocol} protocol")
 
 
+def _private_series(agg: List[dict], protocol: str):
+    """``(series of private_<protocol>, sorted ρ values)``."""
+    series = _series(agg, f"private_{protocol}")
+    return series, sorted({r for s in series.values() for r, _, _ in s})
+
+
 def polar_private(agg: List[dict], path, protocol: str = "sound") -> Optional[Path]:
     """Fig. 4: one closed curve per method, one spoke per ρ, radius = private accuracy."""
-    key = f"private_{protocol}"
-    series = _series(agg, key)
+    series, rhos = _private_series(agg, protocol)
     if not series:
         return None
     path = Path(path)
-    rhos = sorted({r for s in series.values() for r, _, _ in s})
     theta = np.linspace(0, 2 * np.pi, len(rhos), endpoint=False)
     fig = plt.figure(figsize=(5.5, 5.5))
     ax = fig.add_subplot(projection="polar")
@@ -104,12 +108,10 @@ def polar_private(agg: List[dict], path, protocol: str = "sound") -> Optional[Pa
 
 def scatter_private_target(agg: List[dict], path, protocol: str = "sound") -> Optional[Path]:
     """Fig. 5: x = private accuracy, y = target accuracy, marker size grows with ρ."""
-    key = f"private_{protocol}"
-    series = _series(agg, key)
+    series, rhos = _private_series(agg, protocol)
     if not series:
         return None
     path = Path(path)
-    rhos = sorted({r for s in series.values() for r, _, _ in s})
     paper_rhos = (0.99, 0.995, 0.997, 0.999)
     sizes = {}
     for i, r in enumerate(rhos):  # the paper's size for its ρ values, else by rank

@@ -11,6 +11,7 @@ from typing import Dict, List
 import numpy as np
 
 from bridging_tf.attacks import AttackType
+from bridging_tf.fileio import write_text
 from bridging_tf.reporting import figures, tables
 from bridging_tf.reporting.runs import REPORT_DIR, Run, find_runs
 
@@ -21,10 +22,7 @@ def _slug(text: str) -> str:
 
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_text(path, text)
 
 
 def _groups(runs: List[Run]) -> "OrderedDict[tuple, List[Run]]":

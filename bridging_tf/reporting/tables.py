@@ -29,6 +29,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from bridging_tf.attacks import AttackType, mean_ci
 from bridging_tf.attacks.worst import worst_case
+from bridging_tf.markdown import markdown_table
 from bridging_tf.reporting import reference
 from bridging_tf.reporting.runs import Run
 
@@ -218,12 +219,6 @@ def _nan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _present(agg: List[dict], key: str) -> bool:
     return any(a[key]["n"] for a in agg)
 
@@ -274,7 +269,7 @@ def markdown_tables(agg: List[dict]) -> str:
                      "with early stopping (run's own protocol); Balanced / Advantage: worst = "
                      "the highest balanced accuracy over the same attackers and "
                      f"(balanced − 1/K)/(1 − 1/K) (0 = chance, 1 = perfect).{scale}\n\n"
-                     + _md(header, body))
+                     + markdown_table(header, body))
     return "\n".join(parts)
 
 

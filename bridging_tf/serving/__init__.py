@@ -12,8 +12,9 @@ failures (refused or reset connections, cut-short answers, timeouts,
 5xx / 429 / UNAVAILABLE) a bounded number of times with exponential backoff,
 and raise :class:`ServingError` with one line on every failure.
 
-A development stand-in for ``tensorflow_model_server`` (127.0.0.1 only) lives
-in :mod:`bridging_tf.serving.dev_server`; it is deliberately not exported here.
+A development stand-in for ``tensorflow_model_server`` (127.0.0.1 only) is a test
+helper, ``tests/dev_server.py`` (``python -m tests.dev_server`` from a clone); it is
+not part of the package.
 
 Example::
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import re
 
-SCALES = ("paper", "cpu", "smoke")
+from bridging_tf.options import SCALES, check_value  # noqa: F401  (SCALES: the choices)
 
 
 def _module(dataset: str):
@@ -57,12 +57,13 @@ def load_preset(dataset: str, scale: str = "paper") -> dict:
 
 
 def resolve(base: dict, explicit: dict) -> dict:
-    """``base`` defaults <- the dataset's recipe at the chosen scale <- ``explicit`` values."""
+    """``base`` defaults <- the dataset's recipe at the chosen scale <- ``explicit`` values.
+
+    The one place presets apply: ``pipelines.run.resolve_params`` (a job), and through it
+    the sweep's cells and the "does this dataset read this option" check.
+    """
     dataset = explicit.get("dataset", base.get("dataset"))
-    scale = explicit.get("scale", base.get("scale", "paper"))
-    if scale not in SCALES:
-        from bridging_tf.errors import UserError
-        raise UserError(f"--scale={scale!r}: choose one of {', '.join(SCALES)}")
+    scale = check_value("scale", explicit.get("scale", base["scale"]))
     out = dict(base)
     preset = load_preset(dataset, scale)
     unknown = sorted(set(preset) - set(base))

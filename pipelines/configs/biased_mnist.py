@@ -21,8 +21,7 @@ DEFAULTS = {
     "lr_schedule": "step",
     "batch_size": 256,
     "epochs": 80,
-    "rho": 0.997,
-}
+}  # train rho: its default, bridging_tf.options.BiasedMnistData.rho
 
 SCALES = {
     "cpu": {"width": 0.25, "epochs": 20, "lr_step_epochs": 15},

@@ -1,10 +1,10 @@
 """Development server: a 127.0.0.1-only stand-in for ``tensorflow_model_server``.
 
-**Not part of the public API** (``bridging_tf.serving`` exports only the
-clients): it lets tests, demos and ``pipelines.attack_served`` run where TF
-Serving is not installed. Production serves the export with the real
-``tensorflow_model_server`` (see :mod:`bridging_tf.export` for the Docker
-recipe).
+A test helper, **not part of the package** (``bridging_tf.serving`` ships only
+the clients): it lets the tests and a demo from a clone run the served attack
+(``pipelines.attack_served``) where TF Serving is not installed. Production
+serves the export with the real ``tensorflow_model_server`` (see
+:mod:`bridging_tf.export` for the Docker recipe).
 
 It serves every ``<base>/<model_name>/<version>/`` SavedModel with TF
 Serving's REST API: ``POST /v1/models/<name>[/versions/N]:predict``
@@ -36,11 +36,11 @@ many HTTP 503s first), ``truncate_rows`` (answers with too few rows).
 
 Example::
 
-    from bridging_tf.serving.dev_server import DevServer
+    from tests.dev_server import DevServer
     with DevServer("runs/x/serving") as server:
         z = RestClient(server.url, "biased_mnist_end").embed(images)
 
-    python -m bridging_tf.serving.dev_server --base=runs/x/serving --port=8501
+    python -m tests.dev_server --base=runs/x/serving --port=8501   # from the repository root
 """
 
 from __future__ import annotations
