@@ -213,6 +213,9 @@ def run_job(params: dict, output_dir=None) -> dict:
     start = time.time()
     p = resolve_params(params)
     validate(p)
+    if p.get("strategy") == "multiworker" and p["runner"] == "local":
+        from bridging_tf.distribute import multiworker_strategy
+        multiworker_strategy()  # before TensorFlow's first op (it joins the cluster's workers)
     out = Path(output_dir or p.get("output_dir") or default_output_dir(p))
     p["output_dir"] = str(out)
     if p["runner"] == "kfp":

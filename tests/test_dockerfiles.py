@@ -132,3 +132,28 @@ def test_dockerignore_keeps_runs_and_vcs_out_but_not_the_source():
     needed = {"README.md", "setup.cfg", "pyproject.toml", "bridging_tf", "components",
               "pipelines"}
     assert not entries & needed
+
+
+def test_the_tfjob_manifest_launches_pipelines_run_on_every_worker():
+    """deploy/tfjob.yaml (README: --strategy): a TFJob of 2 workers, each running
+    ``pipelines.run --strategy=multiworker`` in the repo's image, on TFJob's port, with flags
+    the CLI accepts and a folder of its own."""
+    import yaml
+
+    from pipelines.run import FLAGS
+
+    job = yaml.safe_load((REPO / "deploy" / "tfjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "TFJob")
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    assert worker["replicas"] == 2
+    (container,) = worker["template"]["spec"]["containers"]
+    assert container["name"] == "tensorflow"
+    assert container["command"] == ["python", "-m", "pipelines.run"]
+    assert "--strategy=multiworker" in container["args"]
+    assert {"containerPort": 2222, "name": "tfjob-port"} in container["ports"]
+    for arg in container["args"]:
+        name = arg[2:].split("=", 1)[0]
+        assert name in FLAGS, arg
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    vols = {v["name"]: v for v in worker["template"]["spec"]["volumes"]}
+    assert mounts <= set(vols) and "emptyDir" in vols["workdir"]   # a folder per pod

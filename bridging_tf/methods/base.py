@@ -51,6 +51,12 @@ def cross_entropy(labels, logits):
     return ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
 
+def _multi_worker(strategy) -> bool:
+    """The test Keras 3's TF trainer makes before its multi-worker reductions."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        strategy.extended._in_multi_worker_mode()
+
+
 def add_coupled_weight_decay(grads, variables, weight_decay: float, scale=1.0):
     """``g + scale * wd * w`` for every (g, w): PyTorch's coupled L2 weight decay.
 
@@ -174,7 +180,29 @@ class DebiasModel(keras.Model):
             if name in parts:
                 tracker.update_state(parts[name])
         self.accuracy_tracker.update_state(_labels(y, "label", self.method_name), logits)
-        return self.compute_metrics(None, y, logits)
+        logs = self.compute_metrics(None, y, logits)
+        if _multi_worker(self._distribute_strategy):
+            # keras-team/keras#20585: under MultiWorkerMirroredStrategy Keras 3 reduces each
+            # log with strategy.reduce("MEAN", v, axis=0), which needs a batch axis: give the
+            # (already synchronised) scalars one, so the reduction is their mean.
+            logs = {k: ops.reshape(v, (1,)) for k, v in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras builds state from a first batch; under MultiWorkerMirroredStrategy its
+        ``strategy.reduce`` of that distributed batch fails in eager mode
+        (keras-team/keras#20585), so this replica's own share is used (only its shapes
+        matter)."""
+        strategy = self._distribute_strategy
+        if not (_multi_worker(strategy) and iterator is not None):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v, next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """``compile(metrics=...)`` metrics see the target label, not the whole ``y`` dict."""
