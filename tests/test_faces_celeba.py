@@ -199,7 +199,8 @@ def test_empty_split_after_filtering_is_a_data_error(tmp_path):
 
 
 def test_tfds_celeb_a_source_with_mocked_records(tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    tfds = pytest.importorskip("tensorflow_datasets",
+        reason="needs tensorflow-datasets: the [test] and [tfds] extras install it")
     with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
         b = load("celeba", data_dir=str(tmp_path), source="tfds", image_size=16, seed=0)
         assert b.metadata["source"] == "tfds celeb_a"

@@ -135,14 +135,16 @@ def test_rest_client_timeout_and_wrong_shape(exported):
 
 
 def test_grpc_client_server_down_is_bounded_one_line_error():
-    pytest.importorskip("tensorflow_serving")
+    pytest.importorskip("tensorflow_serving",
+        reason="needs tensorflow-serving-api: the [test]/[serving] extras install it")
     client = make_client("grpc://127.0.0.1:9", "enc", retries=1, backoff=0.01, timeout=1)
     with pytest.raises(ServingError, match="UNAVAILABLE.*gave up after 2 tries"):
         client.embed(_images(1))
 
 
 def test_grpc_client_matches_in_process_embeddings(exported):
-    pytest.importorskip("tensorflow_serving")
+    pytest.importorskip("tensorflow_serving",
+        reason="needs tensorflow-serving-api: the [test]/[serving] extras install it")
     from tests.dev_server import DevGrpcServer as LoopbackGrpcServer
     _, base, vdir = exported
     images = _images(5)

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 
-pytest.importorskip("kfp")
+pytest.importorskip("kfp",
+    reason="needs kfp: the [test] and [kfp] extras install it")
 
 STEPS = ("ingest-op", "train-op", "export-op", "extract-bottleneck-op", "attack-op", "report-op")
 

@@ -619,7 +619,8 @@ def test_bad_client_settings_are_serving_errors(kw):
 # --------------------------------------------------------------------------- gRPC server faults
 
 def test_grpc_server_refuses_bad_names_dtypes_and_values(base):
-    pytest.importorskip("tensorflow_serving")
+    pytest.importorskip("tensorflow_serving",
+        reason="needs tensorflow-serving-api: the [test]/[serving] extras install it")
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
